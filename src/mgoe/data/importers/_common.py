@@ -141,7 +141,8 @@ def quantile_bins(values: pd.Series, n_bins: int = 10, fit: np.ndarray | None = 
         return pd.Series(values, copy=False).reset_index(drop=True)
     inner = np.quantile(reference, np.linspace(0, 1, n_bins + 1)[1:-1])
     edges = np.unique(inner)
-    bins = np.searchsorted(edges, np.nan_to_num(x), side="right").astype(np.int64)
+    # right-closed bins (edges[i-1], edges[i]]: a zero-heavy column keeps 0 apart from > 0
+    bins = np.searchsorted(edges, np.nan_to_num(x), side="left").astype(np.int64)
     return pd.Series(pd.array(bins, dtype="Int64")).mask(~present)
 
 

@@ -65,18 +65,17 @@ def _read(path: Path) -> pd.DataFrame:
     try:  # fast path: every field of the format is an integer
         frame = pd.read_csv(path, sep="\t", header=None, names=COLUMNS, dtype=np.int64)
     except (ValueError, pd.errors.ParserError):
-        _diagnose(path)
-        raise
+        raise _diagnose(path) from None
     for task in TASKS:
         frame[task] = binary_labels(frame[task], path, task)
     return frame
 
 
-def _diagnose(path: Path) -> None:
+def _diagnose(path: Path) -> MgoeError:
     """Re-read as text to name the first bad field (line, column, value)."""
     frame = read_csv(path, sep="\t", header=None, dtype=str, keep_default_na=False)
     if frame.shape[1] != len(COLUMNS):
-        raise MgoeError(f"{path}: lines have differing numbers of fields (expected {len(COLUMNS)})")
+        return MgoeError(f"{path}: lines have differing numbers of fields (expected {len(COLUMNS)})")
     frame.columns = COLUMNS
     for col in COLUMNS:
         bad = pd.to_numeric(frame[col], errors="coerce").isna().to_numpy()
@@ -84,5 +83,5 @@ def _diagnose(path: Path) -> None:
             row = int(np.flatnonzero(bad)[0])
             value = frame[col].iloc[row]
             what = "a missing value" if value == "" else f"{value!r}, expected an integer"
-            raise MgoeError(f"{path}: column {col!r} has {what} (line {row + 1})")
-    raise MgoeError(f"{path}: cannot parse as ICME 2019 track2 (tab-separated integers)")
+            return MgoeError(f"{path}: column {col!r} has {what} (line {row + 1})")
+    return MgoeError(f"{path}: cannot parse as ICME 2019 track2 (tab-separated integers)")

@@ -24,6 +24,7 @@ SOURCES: dict[str, str] = {
     "census-income": "census_income",
     "adult": "adult",
     "table": "table",
+    "tenrec": "tenrec",
 }
 
 

@@ -17,6 +17,7 @@ from mgoe.data.schema import SPLITS, Dataset
 from mgoe.data.synth import (
     DEMO_CONFIG,
     SynthConfig,
+    alias_tables,
     default_task_names,
     generate,
     load_planted,
@@ -158,6 +159,26 @@ def test_signal_concentrates_items_on_preferred_communities(tmp_path: Path) -> N
         concentration[signal] = (pref[cu, ci].mean(), (pref.argmax(axis=1)[cu] == ci).mean())
     assert concentration[0.95][0] > concentration[0.05][0] + 0.15
     assert concentration[0.95][1] > concentration[0.05][1] + 0.2
+
+
+@pytest.mark.parametrize("sizes", [None, [5, 1, 300, 2, 700, 1]])
+def test_alias_tables_reproduce_the_weights(sizes: list[int] | None) -> None:
+    rng = np.random.default_rng(0)
+    n = 1_009 if sizes is None else sum(sizes)
+    weights = rng.lognormal(0.0, 2.0, n)
+    weights[rng.random(n) < 0.1] = 0.0
+    seg_sizes = np.array([n] if sizes is None else sizes)
+    starts = np.r_[0, np.cumsum(seg_sizes)[:-1]]
+    weights[starts] += 1.0  # every segment has mass
+    prob, alias = alias_tables(weights, sizes)
+    segment = np.repeat(np.arange(seg_sizes.size), seg_sizes)
+    assert (segment[alias] == segment).all()
+    assert ((prob >= 0) & (prob <= 1)).all()
+    # Slot j is drawn with (q_j = n_seg * w_j / W_seg) / n_seg: its own column plus the aliases.
+    implied = prob.copy()
+    np.add.at(implied, alias, 1.0 - prob)
+    expected = weights / np.add.reduceat(weights, starts)[segment] * seg_sizes[segment]
+    np.testing.assert_allclose(implied, expected, atol=1e-9)
 
 
 def test_task_correlation_knob() -> None:

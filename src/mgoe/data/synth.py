@@ -356,6 +356,80 @@ def _calibrate_base_logits(
     return np.asarray(logits, dtype=np.float64)
 
 
+def alias_tables(weights: np.ndarray, sizes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Walker alias tables for O(1) draws, one table per consecutive segment of ``weights``.
+
+    ``weights`` (non-negative, every segment with a positive sum) is cut into consecutive
+    segments of ``sizes`` (default: one segment). Within a segment of ``n`` slots starting at
+    ``s``, a draw is ``k = s + ⌊n·U⌋`` and then ``k`` if ``frac(n·U) < prob[k]`` else
+    ``alias[k]``, which yields slot ``j`` with probability ``weights[j] / Σ_segment weights``:
+    ``q_j = n · w_j / Σ w = prob[j] + Σ_{k: alias[k] = j} (1 − prob[k])``.
+
+    Vose's pairing, vectorised in rounds: every current *small* slot (``q < 1``) is finalised
+    with ``prob = q`` and aliased to the *large* slot (``q ≥ 1``) of its segment whose
+    cumulative surplus ``Σ (q − 1)`` covers the start of its cumulative deficit ``Σ (1 − q)``;
+    each large gives up the deficits it receives and may become small for the next round.
+    Returns ``(prob float64, alias int64)`` indexed by slot.
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    n = weights.size
+    sizes = np.asarray([n] if sizes is None else sizes, dtype=np.int64)
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    segment = np.repeat(np.arange(sizes.size), sizes)
+    totals = np.add.reduceat(weights, starts)
+    q = weights * (sizes / totals)[segment]
+    prob = np.ones(n, dtype=np.float64)
+    alias = np.arange(n, dtype=np.int64)
+    active = np.ones(n, dtype=bool)
+    scale = float(sizes.max()) + 2.0  # segment offset: keys of different segments never mix
+    for _ in range(10_000):
+        small = np.flatnonzero(active & (q < 1.0))
+        large = np.flatnonzero(active & (q >= 1.0))
+        if small.size == 0 or large.size == 0:
+            break
+        small_seg, large_seg = segment[small], segment[large]
+        deficit = 1.0 - q[small]
+        surplus = q[large] - 1.0
+        # Cumulative sums restarted at every segment, offset by the segment index.
+        deficit_start = np.cumsum(deficit) - deficit
+        deficit_start -= _segment_base(deficit, small_seg, sizes.size)[small_seg]
+        surplus_end = np.cumsum(surplus)
+        surplus_end -= _segment_base(surplus, large_seg, sizes.size)[large_seg]
+        target = np.searchsorted(large_seg * scale + surplus_end, small_seg * scale + deficit_start, side="right")
+        lo = np.searchsorted(large_seg, small_seg, side="left")
+        hi = np.searchsorted(large_seg, small_seg, side="right") - 1
+        has_large = hi >= lo  # else only rounding made q < 1: keep prob = 1
+        target = np.clip(target, lo, np.maximum(hi, lo))[has_large]
+        small, deficit = small[has_large], deficit[has_large]
+        prob[small] = q[small]
+        alias[small] = large[target]
+        active[small] = False
+        q[large] -= np.bincount(target, weights=deficit, minlength=large.size)
+        np.maximum(q, 0.0, out=q)
+        if not has_large.any():
+            break
+    # Whatever is left has q = 1 up to rounding: it keeps its own slot (prob 1, alias itself).
+    return prob, alias
+
+
+def _segment_base(values: np.ndarray, segment: np.ndarray, num_segments: int) -> np.ndarray:
+    """Sum of ``values`` in all segments before each segment (``segment`` is sorted)."""
+    sums = np.bincount(segment, weights=values, minlength=num_segments)
+    return np.r_[0.0, np.cumsum(sums)[:-1]]
+
+
+def _alias_draw(
+    rng: np.random.Generator, prob: np.ndarray, alias: np.ndarray, start: np.ndarray | int,
+    size: np.ndarray | int, n: int,
+) -> np.ndarray:
+    x = rng.random(n) * size
+    slot = x.astype(np.int64)
+    np.minimum(slot, np.asarray(size) - 1, out=slot)
+    x -= slot
+    slot += start
+    return np.where(x < prob[slot], slot, alias[slot])
+
+
 class _Sampler:
     """Vectorised draws of (user, item, labels) for a chunk of rows from a planted structure."""
 
@@ -363,17 +437,15 @@ class _Sampler:
         self.config = config
         self.p = planted
         self.num_item_comms = config.num_item_communities
-        self.user_cdf = np.cumsum(planted.user_activity)
-        # Items laid out community by community: one cumulative weight array serves both the
-        # global popularity draw (the whole range) and the draw inside one community (its slice).
+        self.user_prob, self.user_alias = alias_tables(planted.user_activity)
+        # Items laid out community by community: one alias table over the whole layout for the
+        # global popularity draw, one per community segment for the preferred-community draw.
         self.item_order = np.lexsort((planted.item_rank, planted.item_community)).astype(np.int32)
-        sorted_comm = planted.item_community[self.item_order]
-        self.item_cdf = np.cumsum(planted.item_popularity[self.item_order])
-        self.comm_lo = np.searchsorted(sorted_comm, np.arange(self.num_item_comms)).astype(np.int64)
-        self.comm_hi = np.r_[self.comm_lo[1:], config.items].astype(np.int64) - 1
-        before = np.r_[0.0, self.item_cdf]
-        self.comm_start = before[self.comm_lo]
-        self.comm_width = before[self.comm_hi + 1] - self.comm_start
+        layout_weights = planted.item_popularity[self.item_order]
+        self.comm_size = np.bincount(planted.item_community, minlength=self.num_item_comms).astype(np.int64)
+        self.comm_start = np.r_[0, np.cumsum(self.comm_size)[:-1]].astype(np.int64)
+        self.global_prob, self.global_alias = alias_tables(layout_weights)
+        self.comm_prob, self.comm_alias = alias_tables(layout_weights, self.comm_size)
         # Preference rows stacked so that row c spans (c, c + 1]: one searchsorted draws j ~ P[c].
         pref_cdf = np.cumsum(planted.preference, axis=1)
         pref_cdf[:, -1] = 1.0
@@ -383,23 +455,18 @@ class _Sampler:
 
     def draw(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
         cfg, p = self.config, self.p
-        users = np.searchsorted(self.user_cdf, rng.random(n) * self.user_cdf[-1], side="right")
-        np.minimum(users, cfg.users - 1, out=users)
+        users = _alias_draw(rng, self.user_prob, self.user_alias, 0, cfg.users, n)
         user_comm = p.user_community[users].astype(np.int64)
 
         from_pref = rng.random(n) < cfg.signal
-        n_pref = int(from_pref.sum())
-        comm = np.searchsorted(self.pref_flat, user_comm[from_pref] + rng.random(n_pref), side="right")
-        comm -= user_comm[from_pref] * self.num_item_comms
+        pref_users = user_comm[from_pref]
+        comm = np.searchsorted(self.pref_flat, pref_users + rng.random(pref_users.size), side="right")
+        comm -= pref_users * self.num_item_comms
         np.clip(comm, 0, self.num_item_comms - 1, out=comm)
-        target = rng.random(n) * self.item_cdf[-1]
-        lo = np.zeros(n, dtype=np.int64)
-        hi = np.full(n, cfg.items - 1, dtype=np.int64)
-        target[from_pref] = self.comm_start[comm] + target[from_pref] / self.item_cdf[-1] * self.comm_width[comm]
-        lo[from_pref] = self.comm_lo[comm]
-        hi[from_pref] = self.comm_hi[comm]
-        pos = np.searchsorted(self.item_cdf, target, side="right")
-        np.clip(pos, lo, hi, out=pos)
+        pos = _alias_draw(rng, self.global_prob, self.global_alias, 0, cfg.items, n)
+        pos[from_pref] = _alias_draw(
+            rng, self.comm_prob, self.comm_alias, self.comm_start[comm], self.comm_size[comm], comm.size
+        )
         items = self.item_order[pos]
 
         cell = user_comm * self.num_item_comms + p.item_community[items]
@@ -602,6 +669,7 @@ __all__ = [
     "TASK_NAMES",
     "PlantedStructure",
     "SynthConfig",
+    "alias_tables",
     "default_task_names",
     "generate",
     "load_planted",

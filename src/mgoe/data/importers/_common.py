@@ -95,10 +95,22 @@ def read_csv(path: Path, required: Iterable[str] = (), **kwargs: object) -> pd.D
     return frame
 
 
-def int_ids(values: pd.Series, where: str | Path, column: str) -> np.ndarray:
+def shown(value: object) -> str:
+    """A cell value for an error message: ``'abc'``, ``3``, ``2.5`` (not ``np.int64(3)``)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
+
+
+def _place(row: int, line_offset: int | None) -> str:
+    return f"row {row}" if line_offset is None else f"line {row + line_offset}"
+
+
+def int_ids(values: pd.Series, where: str | Path, column: str, line_offset: int | None = None) -> np.ndarray:
     """Integer ids from a numeric or numeric-text column (``5``, ``5.0``); int64 array.
 
-    Missing or non-integral values raise naming the column, the value and the row.
+    Missing or non-integral values raise naming the column, the value and the place: ``row N``
+    (0-based) or, with ``line_offset`` (2 for a CSV with a header, 1 without), ``line N``.
     """
     numeric = pd.to_numeric(values, errors="coerce")
     arr = numeric.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -106,21 +118,22 @@ def int_ids(values: pd.Series, where: str | Path, column: str) -> np.ndarray:
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         value = values.iloc[row]
-        what = "a missing id" if pd.isna(value) else f"a non-integer id {value!r}"
-        raise MgoeError(f"{where}: column {column!r} has {what} (row {row})")
+        what = "a missing id" if pd.isna(value) else f"a non-integer id {shown(value)}"
+        raise MgoeError(f"{where}: column {column!r} has {what} ({_place(row, line_offset)})")
     if pd.api.types.is_integer_dtype(numeric.dtype):
         return numeric.to_numpy(np.int64)
     return arr.astype(np.int64)
 
 
-def binary_labels(values: pd.Series, where: str | Path, column: str) -> np.ndarray:
-    """0/1 int8 labels; anything else raises naming the column, the value and the row."""
+def binary_labels(values: pd.Series, where: str | Path, column: str, line_offset: int | None = None) -> np.ndarray:
+    """0/1 int8 labels; anything else raises naming the column, the value and the place."""
     numeric = pd.to_numeric(values, errors="coerce")
     ok = numeric.isin([0, 1]).to_numpy()
     if not ok.all():
         row = int(np.flatnonzero(~ok)[0])
         raise MgoeError(
-            f"{where}: label column {column!r} must be 0/1, found {values.iloc[row]!r} (row {row})"
+            f"{where}: label column {column!r} must be 0/1, found {shown(values.iloc[row])} "
+            f"({_place(row, line_offset)})"
         )
     return numeric.to_numpy(np.int8)
 

@@ -35,6 +35,7 @@ from mgoe.data.importers._common import (
     quantile_bins,
     require_path,
     row_split,
+    shown,
 )
 from mgoe.data.prepare import RawDataset
 from mgoe.errors import MgoeError
@@ -66,7 +67,7 @@ def load(input_path: str | Path, **_: object) -> RawDataset:
     if not known.all():
         row = int(np.flatnonzero(~known)[0])
         raise MgoeError(
-            f"{path}: column 'income' must be '>50K' or '<=50K', found {data['income'].iloc[row]!r} (row {row})"
+            f"{path}: column 'income' must be '>50K' or '<=50K', found {shown(data['income'].iloc[row])} (row {row})"
         )
     marital = data["marital-status"].astype("string").str.strip()
     split = row_split(len(data), (0.8, 0.1, 0.1), seed=0)

@@ -92,11 +92,11 @@ def _read(path: Path) -> pd.DataFrame:
     sparse = [USER_FIELD, ITEM_FIELD, *USER_FIELDS, *ITEM_FIELDS, *CONTEXT_FIELDS]
     frame = read_csv(path, required=[*TASKS, USER_FIELD, ITEM_FIELD], dtype={c: str for c in sparse})
     out = pd.DataFrame({
-        "user_id": int_ids(frame[USER_FIELD], path, USER_FIELD),
-        "item_id": int_ids(frame[ITEM_FIELD], path, ITEM_FIELD),
+        "user_id": int_ids(frame[USER_FIELD], path, USER_FIELD, 2),
+        "item_id": int_ids(frame[ITEM_FIELD], path, ITEM_FIELD, 2),
     })
     for task in TASKS:
-        out[task] = binary_labels(frame[task], path, task)
+        out[task] = binary_labels(frame[task], path, task, 2)
     for col in USER_FIELDS + ITEM_FIELDS + CONTEXT_FIELDS:
         if col in frame.columns:
             out[col] = frame[col].to_numpy()

@@ -59,6 +59,9 @@ def load(input_path: str | Path, **_: object) -> RawDataset:
     frames = []
     for file in files:
         frame = read_csv(file, required=["search_id", *TASKS])
+        frame["search_id"] = int_ids(frame["search_id"], file, "search_id", 2)
+        for task in TASKS:
+            frame[task] = binary_labels(frame[task], file, task, 2)
         split = split_from_name(file)
         if split == "train":
             split = _carve_valid(frame["search_id"])
@@ -71,15 +74,15 @@ def load(input_path: str | Path, **_: object) -> RawDataset:
     columns = list(frames[0][1].columns)
     for file, frame, _ in frames[1:]:
         if list(frame.columns) != columns:
-            raise MgoeError(f"{file}: columns differ from {frames[0][0]}")
+            differ = sorted(set(columns) ^ set(frame.columns)) or ["(order)"]
+            raise MgoeError(f"{file}: columns differ from {frames[0][0]}: {', '.join(differ)}")
     data = pd.concat([f for _, f, _ in frames], ignore_index=True)
     where = ", ".join(str(f) for f, _, _ in frames)
     interactions = pd.DataFrame({
-        "user_id": int_ids(data["search_id"], where, "search_id"),
+        "user_id": data["search_id"],
         "item_id": np.zeros(len(data), np.int64),
+        **{task: data[task] for task in TASKS},
     })
-    for task in TASKS:
-        interactions[task] = binary_labels(data[task], where, task)
     if has_split == {True}:
         interactions["split"] = np.concatenate(
             [np.broadcast_to(np.asarray(s, dtype=object), len(f)) for _, f, s in frames]

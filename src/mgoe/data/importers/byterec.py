@@ -67,7 +67,7 @@ def _read(path: Path) -> pd.DataFrame:
     except (ValueError, pd.errors.ParserError):
         raise _diagnose(path) from None
     for task in TASKS:
-        frame[task] = binary_labels(frame[task], path, task)
+        frame[task] = binary_labels(frame[task], path, task, 1)
     return frame
 
 

@@ -151,8 +151,8 @@ def _read(path: Path) -> tuple[pd.DataFrame, str]:
     if str(first.iloc[0, 0]).strip() == "age":  # processed, with a header row
         frame = read_csv(path, required=COLUMNS)
         frame = frame[COLUMNS].copy()
-        frame["never_married"] = binary_labels(frame.pop("marital status"), path, "marital status")
-        frame["income"] = binary_labels(frame.pop("income"), path, "income")
+        frame["never_married"] = binary_labels(frame.pop("marital status"), path, "marital status", 2)
+        frame["income"] = binary_labels(frame.pop("income"), path, "income", 2)
         return frame, "processed"
     n_fields = first.shape[1]
     if n_fields not in (len(RAW_COLUMNS), len(RAW_COLUMNS) + 1):

@@ -130,12 +130,12 @@ def load(input_path: str | Path, download: bool = False, **_: object) -> RawData
 def _read_log(path: Path) -> pd.DataFrame:
     frame = read_csv(path, required=["user_id", "video_id"], low_memory=False)
     out = pd.DataFrame({
-        "user_id": int_ids(frame["user_id"], path, "user_id"),
-        "item_id": int_ids(frame["video_id"], path, "video_id"),
+        "user_id": int_ids(frame["user_id"], path, "user_id", 2),
+        "item_id": int_ids(frame["video_id"], path, "video_id", 2),
     })
     for col, name in TASK_COLUMNS:
         if col in frame.columns:
-            out[name] = binary_labels(frame[col], path, col)
+            out[name] = binary_labels(frame[col], path, col, 2)
     if "long_view" not in out.columns and {"play_time_ms", "duration_ms"} <= set(frame.columns):
         play = pd.to_numeric(frame["play_time_ms"], errors="coerce").to_numpy(np.float64)
         duration = pd.to_numeric(frame["duration_ms"], errors="coerce").to_numpy(np.float64)
@@ -145,7 +145,7 @@ def _read_log(path: Path) -> pd.DataFrame:
         order = [name for _, name in TASK_COLUMNS if name in out.columns]
         out = out[["user_id", "item_id", *order]]
     if "time_ms" in frame.columns:
-        ms = int_ids(frame["time_ms"], path, "time_ms")
+        ms = int_ids(frame["time_ms"], path, "time_ms", 2)
         out["timestamp"] = ms // 1000
     for col in CONTEXT_FEATURES + USER_FEATURES + VIDEO_FEATURES:
         if col in frame.columns and col not in out.columns:
@@ -158,7 +158,7 @@ def _feature_table(path: Path, id_col: str, wanted: list[str]) -> pd.DataFrame |
     columns = [c for c in wanted if c in table.columns]
     if not columns:
         return None
-    ids = int_ids(table[id_col], path, id_col)
+    ids = int_ids(table[id_col], path, id_col, 2)
     out = table[columns].copy()
     out.insert(0, id_col, ids)
     return out

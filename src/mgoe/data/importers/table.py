@@ -36,7 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mgoe.data.importers._common import check_columns, require_path
+from mgoe.data.importers._common import check_columns, require_path, shown
 from mgoe.data.prepare import RawDataset
 from mgoe.errors import MgoeError
 
@@ -243,8 +243,8 @@ class _Where:
               show_value: bool = True) -> MgoeError:
         row = int(np.flatnonzero(bad)[0])
         value = values.iloc[row]
-        shown = "an empty cell" if _is_missing(value) else repr(_plain(value))
-        found = f", found {shown}" if show_value else ""
+        text = "an empty cell" if _is_missing(value) else shown(value)
+        found = f", found {text}" if show_value else ""
         return MgoeError(f"{self.path}: column {column!r} {message}{found} ({self.word} {row + self.offset})")
 
 
@@ -253,10 +253,6 @@ def _is_missing(value: object) -> bool:
         return bool(pd.isna(value))
     except (TypeError, ValueError):
         return False
-
-
-def _plain(value: object) -> object:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _ids(values: pd.Series, where: _Where, column: str) -> np.ndarray:

@@ -46,11 +46,11 @@ def load(input_path: str | Path, **_: object) -> RawDataset:
     if len(data) == 0:
         raise MgoeError(f"{path}: empty file (header only)")
     interactions = pd.DataFrame({
-        "user_id": int_ids(data["user_id"], path, "user_id"),
-        "item_id": int_ids(data["item_id"], path, "item_id"),
+        "user_id": int_ids(data["user_id"], path, "user_id", 2),
+        "item_id": int_ids(data["item_id"], path, "item_id", 2),
     })
     for task in TASKS:
-        interactions[task] = binary_labels(data[task], path, task)
+        interactions[task] = binary_labels(data[task], path, task, 2)
     user_features = data[USER_FEATURES].assign(user_id=interactions["user_id"].to_numpy())
     item_features = data[ITEM_FEATURES].assign(item_id=interactions["item_id"].to_numpy())
     return RawDataset(

@@ -185,8 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Later layers (graph, train, serve) register their sub-commands here.
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+def _register_graph(sub: argparse._SubParsersAction) -> None:
+    from mgoe.graph.commands import register
+
+    register(sub)
+
+
+# Each layer (graph, train, serve) registers its sub-commands here.
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_graph]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -411,16 +411,26 @@ class _progress:
             self.bar.close()
 
 
-def load_graph(gdir: str | Path) -> tuple[dict, MacroFeatureTable]:
-    """Load a graph directory's manifest and feature tables (for training and serving)."""
+def load_manifest(gdir: str | Path) -> dict:
+    """The manifest of a complete graph directory (refuses incomplete or foreign directories)."""
     gdir = Path(gdir)
     if not gdir.is_dir():
         raise MgoeError(f"{gdir}: no such graph directory")
     if not is_complete(gdir) or not (gdir / "manifest.json").is_file():
         raise IncompleteDirectoryError(f"{gdir}: incomplete or not a graph directory - build it again")
-    manifest = json.loads((gdir / "manifest.json").read_text())
+    try:
+        manifest = json.loads((gdir / "manifest.json").read_text())
+    except ValueError as exc:
+        raise MgoeError(f"{gdir / 'manifest.json'}: unreadable ({exc})") from None
     if manifest.get("format_version") != GRAPH_FORMAT_VERSION:
         raise MgoeError(f"{gdir}: graph format {manifest.get('format_version')}, expected {GRAPH_FORMAT_VERSION}")
+    return manifest
+
+
+def load_graph(gdir: str | Path) -> tuple[dict, MacroFeatureTable]:
+    """Load a graph directory's manifest and feature tables (for training and serving)."""
+    gdir = Path(gdir)
+    manifest = load_manifest(gdir)
     ku, ki = manifest["num_user_macro"], manifest["num_item_macro"]
     n_graphs = len(manifest["graphs"])
     sizes = {

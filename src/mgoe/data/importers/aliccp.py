@@ -11,8 +11,11 @@ Tasks in funnel order: click, purchase (purchase = click-through conversion, CTC
 is a logged impression (negatives "real"). ``user_id`` = field 101, ``item_id`` = field 205.
 User features: fields 121-129 (those present); item features: 206, 207, 210, 216; context
 features: 301, 508, 509, 702, 853. All categorical (``f<field>`` names, e.g. ``f206``). The
-dense columns are ignored: the ``D*`` columns are the values of the cross features already
-used as categorical ids, and ``*_14`` are per-user constants duplicating the profile fields.
+dense columns are ignored (the models take categorical inputs): ``D508`` .. ``D853`` are the
+weights of the cross features already used as categorical ids, and the user-history fields
+``109_14`` .. ``150_14`` and their ``D*`` weights hold one constant value in every row of the
+samples (which hold a single user).
+
 Split: given by the file (train / val -> valid / test) in a ``split`` column; a single file
 whose name says none of those gets no split column (prepare's default applies).
 """

@@ -8,8 +8,9 @@ the scale benchmarks (up to and beyond 10^9 rows, in bounded memory).
 Generative model
 ----------------
 Notation: ``C_U`` user and ``C_I`` item communities, ``T`` tasks in funnel order, ``σ`` the
-logistic function. Everything below ``(rows)`` is drawn once from the structure seed; rows are
-drawn chunk by chunk.
+logistic function. The structure is drawn once from the seed; rows are drawn chunk by chunk,
+chunk ``k`` from its own generator seeded with ``(seed, k)``. Users and items are drawn from
+Walker alias tables (:func:`alias_tables`), O(1) per row.
 
 Structure
 
@@ -71,7 +72,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -253,7 +254,6 @@ class PlantedStructure:
     shared_affinity: np.ndarray  # float64 [C_U, C_I]
     affinity: np.ndarray  # float64 [T, C_U, C_I]
     base_logits: np.ndarray  # float64 [T]
-    extra: dict = field(default_factory=dict)
 
 
 def _zipf_weights(n: int, exponent: float) -> np.ndarray:
@@ -369,46 +369,56 @@ def alias_tables(weights: np.ndarray, sizes: np.ndarray | None = None) -> tuple[
     with ``prob = q`` and aliased to the *large* slot (``q ≥ 1``) of its segment whose
     cumulative surplus ``Σ (q − 1)`` covers the start of its cumulative deficit ``Σ (1 − q)``;
     each large gives up the deficits it receives and may become small for the next round.
-    Returns ``(prob float64, alias int64)`` indexed by slot.
+    Returns ``(prob float64, alias int32)`` indexed by slot (int64 beyond 2^31 slots).
     """
     weights = np.asarray(weights, dtype=np.float64)
     n = weights.size
     sizes = np.asarray([n] if sizes is None else sizes, dtype=np.int64)
     starts = np.r_[0, np.cumsum(sizes)[:-1]]
-    segment = np.repeat(np.arange(sizes.size), sizes)
+    multi = sizes.size > 1
+    segment = np.repeat(np.arange(sizes.size, dtype=np.int32), sizes) if multi else None
     totals = np.add.reduceat(weights, starts)
-    q = weights * (sizes / totals)[segment]
-    prob = np.ones(n, dtype=np.float64)
-    alias = np.arange(n, dtype=np.int64)
-    active = np.ones(n, dtype=bool)
+    # ``prob`` holds q while a slot is active; a finalised slot's q is its prob.
+    prob = weights * (sizes / totals)[segment] if multi else weights * (n / totals[0])
+    alias = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
+    active = np.arange(n, dtype=np.int64)
     scale = float(sizes.max()) + 2.0  # segment offset: keys of different segments never mix
-    for _ in range(10_000):
-        small = np.flatnonzero(active & (q < 1.0))
-        large = np.flatnonzero(active & (q >= 1.0))
+    for _ in range(100_000):
+        is_small = prob[active] < 1.0
+        small, large = active[is_small], active[~is_small]
+        del is_small
         if small.size == 0 or large.size == 0:
             break
-        small_seg, large_seg = segment[small], segment[large]
-        deficit = 1.0 - q[small]
-        surplus = q[large] - 1.0
-        # Cumulative sums restarted at every segment, offset by the segment index.
-        deficit_start = np.cumsum(deficit) - deficit
-        deficit_start -= _segment_base(deficit, small_seg, sizes.size)[small_seg]
+        deficit = 1.0 - prob[small]
+        surplus = prob[large] - 1.0
         surplus_end = np.cumsum(surplus)
-        surplus_end -= _segment_base(surplus, large_seg, sizes.size)[large_seg]
-        target = np.searchsorted(large_seg * scale + surplus_end, small_seg * scale + deficit_start, side="right")
-        lo = np.searchsorted(large_seg, small_seg, side="left")
-        hi = np.searchsorted(large_seg, small_seg, side="right") - 1
-        has_large = hi >= lo  # else only rounding made q < 1: keep prob = 1
-        target = np.clip(target, lo, np.maximum(hi, lo))[has_large]
-        small, deficit = small[has_large], deficit[has_large]
-        prob[small] = q[small]
+        deficit_start = np.cumsum(deficit)
+        deficit_start -= deficit
+        if multi:
+            # Cumulative sums restarted at every segment, offset by the segment index.
+            small_seg, large_seg = segment[small], segment[large]
+            deficit_start -= _segment_base(deficit, small_seg, sizes.size)[small_seg]
+            deficit_start += small_seg * scale
+            surplus_end -= _segment_base(surplus, large_seg, sizes.size)[large_seg]
+            surplus_end += large_seg * scale
+        target = np.searchsorted(surplus_end, deficit_start, side="right")
+        del surplus, surplus_end, deficit_start
+        if multi:  # stay inside the small's own segment
+            lo = np.searchsorted(large_seg, small_seg, side="left")
+            hi = np.searchsorted(large_seg, small_seg, side="right") - 1
+            has_large = hi >= lo  # else only rounding made q < 1: that slot keeps prob = 1
+            np.clip(target, lo, np.maximum(hi, lo), out=target)
+            del lo, hi, small_seg, large_seg
+            if not has_large.all():
+                prob[small[~has_large]] = 1.0
+                small, deficit, target = small[has_large], deficit[has_large], target[has_large]
+        else:
+            np.minimum(target, large.size - 1, out=target)
         alias[small] = large[target]
-        active[small] = False
-        q[large] -= np.bincount(target, weights=deficit, minlength=large.size)
-        np.maximum(q, 0.0, out=q)
-        if not has_large.any():
-            break
+        prob[large] = np.maximum(prob[large] - np.bincount(target, weights=deficit, minlength=large.size), 0.0)
+        active = large
     # Whatever is left has q = 1 up to rounding: it keeps its own slot (prob 1, alias itself).
+    prob[active] = 1.0
     return prob, alias
 
 

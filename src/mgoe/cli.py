@@ -120,7 +120,7 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
 
     p = dsub.add_parser("prepare", help="import a public dataset or your own table")
     p.add_argument("source", help="tmall, beibei, movielens100k, kuairand, aliccp, aliexpress, "
-                   "byterec, taobao-userbehavior, census-income, adult, or table (your own file)")
+                   "byterec, taobao-userbehavior, census-income, adult, tenrec, or table (your own file)")
     p.add_argument("--input", required=True, help="the source's file or folder")
     p.add_argument("--output", required=True, help="dataset directory to write")
     p.add_argument("--split", default="auto", choices=["auto", "time", "random", "given"],

@@ -82,11 +82,21 @@ class PrepareOptions:
     part_rows: int = 2_000_000
 
 
+def _plain(value: object) -> object:
+    """A numpy scalar as the Python value it holds, for readable error messages."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def _check_raw(raw: RawDataset) -> pd.DataFrame:
     df = raw.interactions
     where = raw.source or raw.name
     if not raw.tasks:
         raise MgoeError(f"{where}: no task columns given")
+    reserved = {USER_COL, ITEM_COL, TIME_COL, RAW_SPLIT, "_split"} & set(raw.tasks + raw.context_features)
+    if reserved:
+        raise MgoeError(
+            f"{where}: task/feature column name(s) {', '.join(sorted(reserved))} are reserved; rename them"
+        )
     if len(set(raw.tasks)) != len(raw.tasks):
         raise MgoeError(f"{where}: duplicate task names in {raw.tasks}")
     needed = [RAW_USER, RAW_ITEM, *raw.tasks, *raw.context_features]
@@ -106,7 +116,7 @@ def _check_raw(raw: RawDataset) -> pd.DataFrame:
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise MgoeError(
-                f"{where}: task column {task!r} must be 0/1, found {df[task].iloc[row]!r} (row {row})"
+                f"{where}: task column {task!r} must be 0/1, found {_plain(df[task].iloc[row])!r} (row {row})"
             )
     if RAW_SPLIT in df.columns:
         bad = ~df[RAW_SPLIT].isin(SPLITS).to_numpy()
@@ -114,14 +124,14 @@ def _check_raw(raw: RawDataset) -> pd.DataFrame:
             row = int(np.flatnonzero(bad)[0])
             raise MgoeError(
                 f"{where}: split column must hold train/valid/test, found "
-                f"{df[RAW_SPLIT].iloc[row]!r} (row {row})"
+                f"{_plain(df[RAW_SPLIT].iloc[row])!r} (row {row})"
             )
     if TIME_COL in df.columns:
         ts = pd.to_numeric(df[TIME_COL], errors="coerce")
         if ts.isna().any():
             row = int(np.flatnonzero(ts.isna().to_numpy())[0])
             raise MgoeError(
-                f"{where}: column {TIME_COL!r} must be numeric, found {df[TIME_COL].iloc[row]!r} (row {row})"
+                f"{where}: column {TIME_COL!r} must be numeric, found {_plain(df[TIME_COL].iloc[row])!r} (row {row})"
             )
     return df
 

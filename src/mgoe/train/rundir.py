@@ -25,8 +25,11 @@ from mgoe.errors import MgoeError
 class RunDir:
     """Paths of a run directory (nothing is created until asked)."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path | RunDir) -> None:
         self.root = Path(root)
+
+    def __fspath__(self) -> str:
+        return str(self.root)
 
     @property
     def config(self) -> Path:

@@ -71,9 +71,11 @@ class TrainConfig:
     seed: int = field(default=0, metadata=_doc(
         "seed of the model initialisation, the shuffles (seed, epoch) and dropout (seed, epoch, batch)"))
     num_threads: int | None = field(default=None, metadata=_doc(
-        "torch CPU threads during training; None: torch's default"))
+        "torch CPU threads during training (restored afterwards); None: torch's default. "
+        "On a shared machine set it to the cores you own: oversubscribed threads are many times slower"))
     flush_denormal: bool = field(default=True, metadata=_doc(
-        "flush denormal floats to zero (torch.set_flush_denormal); they are very slow on CPUs"))
+        "flush denormal floats to zero (torch.set_flush_denormal, process-wide, left on); "
+        "denormals are very slow on CPUs"))
     device: str = field(default="auto", metadata=_doc(
         "torch device: auto (cuda when available, else cpu), cpu, cuda or cuda:N"))
     log_every: int = field(default=100, metadata=_doc(

@@ -171,7 +171,16 @@ def _train_and_score(name: str, spec: ModelSpec, train: dict, test: dict,
     return [auc(test["labels"][:, t].numpy(), probs[:, t].numpy()) for t in range(2)]
 
 
-def test_learns_from_macro_counts_where_ids_only_mmoe_cannot() -> None:
+@pytest.fixture
+def one_thread():
+    """Tiny models train several times faster on one thread on a shared CPU (no spin-waits)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_learns_from_macro_counts_where_ids_only_mmoe_cannot(one_thread: None) -> None:
     spec = ModelSpec(num_users=5000, num_items=5000, tasks=["click", "buy"],
                      num_user_macro=5, num_item_macro=5, graphs=["merged", "click", "buy"])
     train = _macro_signal_data(25_600 // 2, seed=0, spec=spec)

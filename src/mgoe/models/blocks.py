@@ -279,7 +279,11 @@ class MacroAttention(nn.Module):
     ``W_v M_k``). ``released_macgnn`` reproduces exactly that; it is ``count_only`` without the
     zero mask. ``mask_zero_counts`` overrides the mask for any mode (default: on, except for
     ``released_macgnn``). With the mask, a row whose counts are all zero outputs the zero vector;
-    counts ``<= 0`` count as absent.
+    counts ``<= 0`` count as absent (without it, negative counts are clamped to 0); counts must
+    be ``> -1`` (the data pipeline guarantees ``>= 0`` up to rounding).
+
+    Cost: ``O(B·E·K·(a + v))`` multiply-adds plus about ten elementwise passes over
+    ``[B, E, K]`` (count prior, mask, softmax), which dominate on CPU.
 
     ``E`` independent parameter sets (``W_q, W_k ∈ R^{E×d×a}``, ``W_v ∈ R^{E×d×v}``; one per
     graph or expert) are evaluated at once. Shapes: ``counts [B, E, K]`` (or ``[B, K]`` when

@@ -31,7 +31,7 @@ Cost per sample: the macro attention touches ``4 · E · K`` logits (``E`` macro
 macro nodes), so MGOE costs more than an MMoE of the same width, and more as ``K`` grows. On a
 CPU core (B = 1024, T = 2, d = 16, default widths, forward + backward without the optimizer) it
 measured about 3x an MMoE with as many experts at K = 64 and 5x at K = 256; with the dense Adam
-update of 100k-row embedding tables included, about 1.6x at K = 64.
+update of 100k-row embedding tables included, about 1.5x at K = 64 and 2.2x at K = 256.
 ``released_macgnn_attention`` (no query term) is about 20% cheaper.
 
 Shapes: batch as in :mod:`mgoe.models.spec` -> logits ``[B, T]``.

@@ -179,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the whole pipeline on the embedded synthetic default")
     demo.add_argument("--output", default="mgoe-demo", help="working directory (default ./mgoe-demo)")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--epochs", type=int, default=4, help="maximum training epochs per model")
+    demo.add_argument("--interactions", type=int, help="impressions to generate (default: the demo preset)")
+    demo.add_argument("--fresh", action="store_true", help="regenerate the dataset even if present")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)
     for register in _EXTRA_COMMANDS:
         register(sub)
@@ -191,8 +195,14 @@ def _register_graph(sub: argparse._SubParsersAction) -> None:
     register(sub)
 
 
+def _register_train(sub: argparse._SubParsersAction) -> None:
+    from mgoe.train.commands import register
+
+    register(sub)
+
+
 # Each layer (graph, train, serve) registers its sub-commands here.
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_graph]
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_graph, _register_train]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

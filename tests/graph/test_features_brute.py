@@ -246,3 +246,45 @@ def test_engines_identical_given_assignments(tmp_path):
     for kind in feat_m:
         assert feat_m[kind].any()
         np.testing.assert_allclose(feat_m[kind], feat_d[kind], rtol=1e-5, atol=1e-5, err_msg=kind)
+
+
+def test_leave_one_out_assignment_brute(tmp_path):
+    """A training sample's own user/item macro nodes = nearest centroid of its coordinates
+    recomputed edge by edge without the sample's edge (cold when no edge is left)."""
+    from mgoe.graph.grouping import nearest_centroid, normalise_rows
+
+    data = _tiny_dataset(tmp_path, seed=2, n_users=25, n_items=18)
+    build_graph(data, tmp_path / "g", GraphConfig(user_clusters=4, item_clusters=3))
+    manifest, table = load_graph(tmp_path / "g")
+    g = tmp_path / "g"
+    basis_u, basis_i = np.load(g / "basis_user.npy"), np.load(g / "basis_item.npy")
+    coords_u, coords_i = np.load(g / "coords_user.npy"), np.load(g / "coords_item.npy")
+    cent_u, cent_i = np.load(g / "centroids_user.npy"), np.load(g / "centroids_item.npy")
+    edges = pd.read_parquet(g / "edges.parquet")
+    ku, ki = manifest["num_user_macro"], manifest["num_item_macro"]
+    # saved coordinates are sums over the node's edges of (merged weight x basis row)
+    for u in range(manifest["num_users"]):
+        mine = edges[edges["user"] == u]
+        want = (mine["merged"].to_numpy()[:, None] * basis_i[mine["item"].to_numpy()]).sum(axis=0)
+        np.testing.assert_allclose(coords_u[u], want, atol=1e-4)
+        expected = ku - 1 if mine.empty else nearest_centroid(normalise_rows(coords_u[u : u + 1]), cent_u)[0]
+        assert table.user_macro[u] == expected
+    for i in range(manifest["num_items"]):
+        mine = edges[edges["item"] == i]
+        want = (mine["merged"].to_numpy()[:, None] * basis_u[mine["user"].to_numpy()]).sum(axis=0)
+        np.testing.assert_allclose(coords_i[i], want, atol=1e-4)
+    got = table.lookup(edges["user"].to_numpy(), edges["item"].to_numpy(), leave_one_out=True)
+    moved = 0
+    for b, (u, i) in enumerate(zip(edges["user"], edges["item"], strict=True)):
+        rest_u = edges[(edges["user"] == u) & (edges["item"] != i)]
+        rest_i = edges[(edges["item"] == i) & (edges["user"] != u)]
+        y = (rest_u["merged"].to_numpy()[:, None] * basis_i[rest_u["item"].to_numpy()]).sum(axis=0)
+        x = (rest_i["merged"].to_numpy()[:, None] * basis_u[rest_i["user"].to_numpy()]).sum(axis=0)
+        want_u = ku - 1 if rest_u.empty else nearest_centroid(normalise_rows(y[None]), cent_u)[0]
+        want_i = ki - 1 if rest_i.empty else nearest_centroid(normalise_rows(x[None]), cent_i)[0]
+        assert got["user_macro"][b] == want_u and got["item_macro"][b] == want_i
+        moved += int(want_u != table.user_macro[u]) + int(want_i != table.item_macro[i])
+    assert moved > 0  # the re-assignment matters on a sparse graph
+    # non-LOO lookups keep the full-graph assignment
+    full = table.lookup(edges["user"].to_numpy(), edges["item"].to_numpy(), leave_one_out=False)
+    np.testing.assert_array_equal(full["user_macro"], table.user_macro[edges["user"].to_numpy()])

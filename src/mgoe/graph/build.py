@@ -7,6 +7,9 @@ Graph directory layout::
     GDIR/item_macro.parquet       item, item_id, macro
     GDIR/centroids_user.npy       k-means centroids in the spectral embedding space
     GDIR/centroids_item.npy
+    GDIR/coords_user.npy          spectral coordinates y_u (before normalisation) and the
+    GDIR/basis_user.npy           per-edge basis rows, for leave-one-out re-assignment
+    GDIR/coords_item.npy, basis_item.npy
     GDIR/edges.parquet            distinct history edges: user, item, mask (task bit mask), merged
     GDIR/features/<kind>.parquet  kind ∈ user_first, user_second, item_first, item_second:
                                   graph (int16: 0 merged, 1+t task t), node, macro, weight (float32)
@@ -36,13 +39,24 @@ import scipy.sparse as sp
 
 from mgoe.data.schema import ITEM_COL, USER_COL, Dataset
 from mgoe.errors import IncompleteDirectoryError, MgoeError
-from mgoe.graph.features import KINDS, HistoryEdges, MacroFeatureTable, graph_features, stack_graphs
+from mgoe.graph.features import (
+    KINDS,
+    HistoryEdges,
+    LooAssignment,
+    MacroFeatureTable,
+    graph_features,
+    stack_graphs,
+)
 from mgoe.graph.grouping import assign_clusters, normalise_rows, randomized_svd
 from mgoe.graph.merge import label_masks, score_table
 from mgoe.io import atomic_directory, is_complete, write_json_atomic
 
 log = logging.getLogger(__name__)
 GRAPH_FORMAT_VERSION = 1
+
+
+def _inv_sqrt(strength: np.ndarray) -> np.ndarray:
+    return np.where(strength > 0, 1.0 / np.sqrt(np.maximum(strength, 1e-300)), 0.0)
 
 
 def default_clusters(n_nodes: int) -> int:
@@ -71,6 +85,9 @@ class GraphConfig:
     user_group_column: str | None = None
     """Group users by this categorical user feature instead of clustering."""
     item_group_column: str | None = None
+    loo_assignment: bool = True
+    """Re-assign a training sample's own user and item to macro nodes without its edge
+    (False: keep the full-graph assignment, which leaks the label through sparse nodes)."""
     seed: int = 0
     duckdb_memory_limit: str = "4GB"
     duckdb_threads: int | None = None
@@ -304,8 +321,14 @@ def build_graph(
                 n_iter=config.svd_iterations,
                 seed=config.seed,
             )
-            user_emb = normalise_rows(u * s)
-            item_emb = normalise_rows(vt.T * s)
+            # Row projections (see grouping): y_u = Σ_j s_uj d_j^{-1/2} V_j, x_i likewise.
+            # The "basis" rows d^{-1/2} V_i / d^{-1/2} U_u are what one edge contributes.
+            user_basis = (_inv_sqrt(user_strength)[:, None] * u).astype(np.float32)
+            item_basis = (_inv_sqrt(item_strength)[:, None] * vt.T).astype(np.float32)
+            user_coords = (np.sqrt(user_strength)[:, None] * matmat(vt.T)).astype(np.float32)
+            item_coords = (np.sqrt(item_strength)[:, None] * rmatmat(u)).astype(np.float32)
+            user_emb = normalise_rows(user_coords)
+            item_emb = normalise_rows(item_coords)
             timings["embedding_s"] = time.perf_counter() - t0
             bar.update("clusters")
 
@@ -358,6 +381,12 @@ def build_graph(
             )
             np.save(tmp / "centroids_user.npy", user_centroids, allow_pickle=False)
             np.save(tmp / "centroids_item.npy", item_centroids, allow_pickle=False)
+            if not config.user_group_column:
+                np.save(tmp / "coords_user.npy", user_coords, allow_pickle=False)
+                np.save(tmp / "basis_user.npy", user_basis, allow_pickle=False)
+            if not config.item_group_column:
+                np.save(tmp / "coords_item.npy", item_coords, allow_pickle=False)
+                np.save(tmp / "basis_item.npy", item_basis, allow_pickle=False)
             timings["write_s"] = time.perf_counter() - t0
             timings["total_s"] = time.perf_counter() - t_start
             manifest = {
@@ -374,6 +403,7 @@ def build_graph(
                 "num_items": ds.meta.num_items,
                 "num_user_macro": ku,
                 "num_item_macro": ki,
+                "loo_assignment": config.loo_assignment and not (config.user_group_column or config.item_group_column),
                 "history_edges": n_edges,
                 "history_positives": positives,
                 "user_cluster_sizes": np.bincount(user_macro, minlength=ku).tolist(),
@@ -453,7 +483,17 @@ def load_graph(gdir: str | Path) -> tuple[dict, MacroFeatureTable]:
     edges = Edges(users[order], items[order], masks[order], e["merged"].to_numpy()[order],
                   manifest["num_users"], manifest["num_items"])
     history = HistoryEdges(keys[order], edges.graph_weights(len(manifest["tasks"])), manifest["num_items"])
+    reassign = None
+    if manifest.get("loo_assignment", True) and all(
+        (gdir / f"{n}.npy").is_file() for n in ("coords_user", "basis_user", "coords_item", "basis_item")
+    ):
+        load = lambda name: np.load(gdir / f"{name}.npy", allow_pickle=False)  # noqa: E731
+        reassign = LooAssignment(
+            user_coords=load("coords_user"), user_basis=load("basis_user"), user_centroids=load("centroids_user"),
+            item_coords=load("coords_item"), item_basis=load("basis_item"), item_centroids=load("centroids_item"),
+        )
     table = MacroFeatureTable(
+        reassign=reassign,
         graphs=manifest["graphs"],
         user_macro=user_macro.astype(np.int32),
         item_macro=item_macro.astype(np.int32),

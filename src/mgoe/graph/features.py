@@ -15,6 +15,11 @@ O(K) per sample; all four use the full first-order vectors)::
     n_u[c(i)] −= a          m_u −= a (n_i − a e_{c(u)})
     n_i[c(u)] −= a          m_i −= a (n_u − a e_{c(i)})
 
+and the sample's own user and item are re-assigned to macro nodes from their spectral
+coordinates without the edge (:class:`LooAssignment`): for a sparse node the k-means
+assignment was fitted on the very edge whose label the sample predicts, a leak the counts
+alone do not remove.
+
 All graphs of a side and order are stacked column-wise into one CSR matrix
 ``[nodes, G · K]`` (column ``g · K + k``), so a batch gathers each kind with one sparse slice.
 """
@@ -99,6 +104,46 @@ class HistoryEdges:
 
 
 @dataclass
+class LooAssignment:
+    """What leave-one-out re-assignment of a training sample's own macro nodes needs.
+
+    A node's spectral coordinates are a sum over its edges (``y_u = Σ_j s_uj · basis_j``), so
+    without the sample's edge ``(u, i)`` they are ``y_u − s_ui · item_basis_i`` (and
+    ``x_i − s_ui · user_basis_u``); the node then goes to the nearest centroid, or to the cold
+    node if nothing is left. Basis and centroids stay those fitted on the full history graph.
+    """
+
+    user_coords: np.ndarray  # float32 [U, r]
+    user_basis: np.ndarray  # float32 [U, r]
+    user_centroids: np.ndarray  # float32 [KU - 1, r]
+    item_coords: np.ndarray  # float32 [I, r]
+    item_basis: np.ndarray  # float32 [I, r]
+    item_centroids: np.ndarray  # float32 [KI - 1, r]
+
+    def reassign(
+        self, users: np.ndarray, items: np.ndarray, merged_weight: np.ndarray, ku: int, ki: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Macro nodes of the users and items of edges ``(users, items)`` with the edge removed."""
+        from mgoe.graph.grouping import nearest_centroid, normalise_rows
+
+        w = merged_weight.astype(np.float32)[:, None]
+        out = []
+        for coords, removed, centroids, k in (
+            (self.user_coords[users], w * self.item_basis[items], self.user_centroids, ku),
+            (self.item_coords[items], w * self.user_basis[users], self.item_centroids, ki),
+        ):
+            remainder = coords - removed
+            # The edge was the node's only one when the remainder is float round-off of the
+            # coordinates: the node is then cold, as it would be at test time.
+            empty = np.abs(remainder).max(axis=1) <= 1e-4 * np.abs(coords).max(axis=1)
+            macro = np.full(len(coords), k - 1, dtype=np.int64)
+            if (~empty).any():
+                macro[~empty] = nearest_centroid(normalise_rows(remainder[~empty]), centroids)
+            out.append(macro)
+        return out[0], out[1]
+
+
+@dataclass
 class MacroFeatureTable:
     """All macro features of a graph directory, ready for vectorised batch lookup."""
 
@@ -109,6 +154,8 @@ class MacroFeatureTable:
     num_item_macro: int  # KI
     stacked: dict[str, sp.csr_matrix]  # kind -> [nodes, G * K]
     edges: HistoryEdges
+    reassign: LooAssignment | None = None
+    """Leave-one-out re-assignment of a training sample's own macro nodes (None: keep them)."""
 
     def macro_of(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Macro nodes of (possibly unknown: index ≥ table size) users and items; unknown → cold."""
@@ -164,6 +211,11 @@ class MacroFeatureTable:
                 its[rows] -= a * n_u
                 uf[rows] = n_u
                 itf[rows] = n_i
+                if self.reassign is not None:
+                    # the sample's own nodes as if its edge had never been seen
+                    user_macro[rows], item_macro[rows] = self.reassign.reassign(
+                        users[rows], items[rows], a[:, 0, 0], self.num_user_macro, self.num_item_macro
+                    )
         return {
             "user_first": uf,
             "user_second": us,

@@ -6,7 +6,10 @@ scale, so [ours] every node gets a spectral embedding of the degree-normalised m
     Ŝ = D_U^{-1/2} S D_I^{-1/2},   Ŝ ≈ U_k Σ_k V_kᵀ   (randomised truncated SVD, Halko et al.)
     user embedding = rowwise-L2-normalised(U_k Σ_k),   item embedding = ... (V_k Σ_k)
 
-whose inner products approximate ``Ŝ Ŝᵀ`` (resp. ``ŜᵀŜ``). Node weight
+whose inner products approximate ``Ŝ Ŝᵀ`` (resp. ``ŜᵀŜ``). Computed as row projections onto the
+other side's basis, ``U_k Σ_k = Ŝ V_k``: the user embedding is ``normalise(Σ_j s_uj d_j^{-1/2} V_j)``
+(the user's own degree cancels in the normalisation), so removing one edge ``(u, i)`` moves it
+to ``normalise(y_u − s_ui d_i^{-1/2} V_i)`` exactly — the leave-one-out macro assignment. Node weight
 ``w_v = min(1, strength_v / θ)`` with ``θ`` a quantile of the strengths ``Σ_j s_vj`` (default the
 median), and weighted mini-batch k-means gives the macro nodes. Nodes without history go to the
 reserved cold node, index ``K`` (the last).
@@ -99,8 +102,24 @@ def weighted_kmeans(
         reassignment_ratio=0.01,
     )
     km.fit(embeddings, sample_weight=weights)
-    labels = km.predict(embeddings).astype(np.int32)
-    return labels, km.cluster_centers_.astype(np.float32)
+    centroids = km.cluster_centers_.astype(np.float32)
+    return nearest_centroid(embeddings, centroids), centroids
+
+
+def nearest_centroid(embeddings: np.ndarray, centroids: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """Index of the nearest centroid (squared Euclidean) of every row, in float32.
+
+    The single assignment rule used at build time and for leave-one-out re-assignment at
+    lookup time, so both agree bit for bit.
+    """
+    x = np.asarray(embeddings, dtype=np.float32)
+    c = np.asarray(centroids, dtype=np.float32)
+    c_sq = (c * c).sum(axis=1)
+    out = np.empty(len(x), dtype=np.int32)
+    for s in range(0, len(x), chunk):  # bounded memory: [chunk, K] distances at a time
+        block = x[s : s + chunk]
+        out[s : s + chunk] = np.argmin(c_sq[None, :] - 2.0 * block @ c.T, axis=1)
+    return out
 
 
 def assign_clusters(

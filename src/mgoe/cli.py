@@ -201,8 +201,16 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     register(sub)
 
 
+def _register_serve(sub: argparse._SubParsersAction) -> None:
+    from mgoe.serve.commands import register
+
+    register(sub)
+
+
 # Each layer (graph, train, serve) registers its sub-commands here.
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_graph, _register_train]
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _register_graph, _register_train, _register_serve
+]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

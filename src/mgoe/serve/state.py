@@ -1,0 +1,183 @@
+"""The mutable online state of a scorer: id maps, macro feature rows, pair task masks.
+
+Feature rows (:class:`FeatureRows`)
+    One feature kind of every graph, ``[nodes, G · K]`` (column ``g · K + k``), as the graph
+    build wrote it: an immutable float32 CSR matrix (the batch state) plus a dict of *overrides*
+    ``node -> float64 [G · K]`` dense rows for the nodes that online events changed (and for
+    nodes that exist only online). A gather reads the CSR rows with a few vectorised numpy
+    operations and then replaces the overridden rows; an update materialises the node's row
+    once (O(nnz of the row) ≤ O(G · K)) and adds to it in place, so an event costs O(K) and
+    never rebuilds a table. :meth:`FeatureRows.compact` folds the overrides back into a new CSR
+    (O(nnz), done when the overrides grow past a size limit; see ``ScorerConfig``).
+
+    Why not dense arrays: a dense first-order table is ``nodes · G · K · 4`` bytes (2M users,
+    G = 4, K = 257: 8 GB), while gathering 100 CSR rows costs tens of microseconds (see
+    BENCHMARKS.md, Serving); the overrides hold only what changed since the last batch build.
+
+Pair masks (:class:`PairMasks`)
+    The task bit mask of every history edge (sorted keys ``user · num_items + item`` from
+    ``edges.parquet``) plus a dict of pairs changed online.
+
+Id maps (:class:`IdMap`)
+    Original id (string) -> index: the dataset's ids are ``0 .. n-1``; index ``n`` is the
+    fallback (unknown id); ids first seen in online events get ``n + 1, n + 2, ...`` in order
+    of arrival (so replaying the same event log yields the same indices).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+
+class FeatureRows:
+    """Rows of one stacked feature kind: float32 CSR base plus float64 dense overrides."""
+
+    def __init__(self, matrix: sp.csr_matrix, graphs: int, k: int) -> None:
+        matrix = sp.csr_matrix(matrix, dtype=np.float32)
+        matrix.sort_indices()
+        self.indptr = matrix.indptr.astype(np.int64)
+        self.indices = matrix.indices.astype(np.int64)
+        self.data = matrix.data.astype(np.float32)
+        self.num_base = matrix.shape[0]
+        self.graphs = graphs
+        self.k = k
+        self.width = graphs * k
+        self.overrides: dict[int, np.ndarray] = {}
+
+    @property
+    def override_bytes(self) -> int:
+        return len(self.overrides) * self.width * 8
+
+    def gather(self, nodes: np.ndarray) -> np.ndarray:
+        """``float32 [B, G, K]`` rows of ``nodes``; nodes outside the table give zeros."""
+        nodes = np.asarray(nodes, dtype=np.int64)
+        out = np.zeros((len(nodes), self.width), dtype=np.float32)
+        ok = (nodes >= 0) & (nodes < self.num_base)
+        rows = np.where(ok, nodes, 0)
+        starts = np.where(ok, self.indptr[rows], 0)
+        lengths = np.where(ok, self.indptr[rows + 1] - starts, 0)
+        total = int(lengths.sum())
+        if total:
+            offsets = np.cumsum(lengths) - lengths
+            pos = np.arange(total) - np.repeat(offsets - starts, lengths)
+            out[np.repeat(np.arange(len(nodes)), lengths), self.indices[pos]] = self.data[pos]
+        if self.overrides:
+            for b, node in enumerate(nodes.tolist()):
+                row = self.overrides.get(node)
+                if row is not None:
+                    out[b] = row
+        return out.reshape(len(nodes), self.graphs, self.k)
+
+    def row(self, node: int) -> np.ndarray:
+        """The node's current row ``float64 [G · K]`` (a copy)."""
+        row = self.overrides.get(node)
+        if row is not None:
+            return row.copy()
+        return self._base_row(node)
+
+    def _base_row(self, node: int) -> np.ndarray:
+        row = np.zeros(self.width, dtype=np.float64)
+        if 0 <= node < self.num_base:
+            s, e = self.indptr[node], self.indptr[node + 1]
+            row[self.indices[s:e]] = self.data[s:e]
+        return row
+
+    def add(self, node: int, columns: list[int], values: list[float]) -> None:
+        """``row[node, columns] += values`` (O(G · K) the first time a node changes, then O(1))."""
+        row = self.overrides.get(node)
+        if row is None:
+            row = self._base_row(node)
+            self.overrides[node] = row
+        for c, v in zip(columns, values, strict=True):
+            row[c] += v
+
+    def compact(self) -> None:
+        """Fold the overrides into a new CSR base (O(nnz)); the overrides are emptied."""
+        if not self.overrides:
+            return
+        nodes = np.fromiter(self.overrides, dtype=np.int64, count=len(self.overrides))
+        n = max(self.num_base, int(nodes.max()) + 1)
+        lengths = np.diff(self.indptr)
+        entry_rows = np.repeat(np.arange(self.num_base), lengths)
+        replaced = np.zeros(n, dtype=bool)
+        replaced[nodes] = True
+        keep = ~replaced[entry_rows]
+        dense = np.stack([self.overrides[int(v)] for v in nodes])
+        r, c = np.nonzero(dense)
+        rows = np.concatenate([entry_rows[keep], nodes[r]])
+        cols = np.concatenate([self.indices[keep], c])
+        vals = np.concatenate([self.data[keep].astype(np.float64), dense[r, c]]).astype(np.float32)
+        matrix = sp.csr_matrix((vals, (rows, cols)), shape=(n, self.width), dtype=np.float32)
+        matrix.sort_indices()
+        self.indptr = matrix.indptr.astype(np.int64)
+        self.indices = matrix.indices.astype(np.int64)
+        self.data = matrix.data
+        self.num_base = n
+        self.overrides = {}
+
+
+class PairMasks:
+    """Task bit masks of (user, item) pairs: history edges plus pairs changed online."""
+
+    def __init__(self, users: np.ndarray, items: np.ndarray, masks: np.ndarray, num_items: int) -> None:
+        self.num_items = int(num_items)
+        keys = users.astype(np.int64) * np.int64(self.num_items) + items.astype(np.int64)
+        order = np.argsort(keys, kind="stable")
+        self.keys = keys[order]
+        self.masks = masks.astype(np.int64)[order]
+        self.changed: dict[tuple[int, int], int] = {}
+
+    def get(self, user: int, item: int) -> int:
+        """The pair's current mask (0 when it was never positive)."""
+        mask = self.changed.get((user, item))
+        if mask is not None:
+            return mask
+        if item >= self.num_items or self.keys.size == 0:
+            return 0
+        key = user * self.num_items + item
+        pos = int(np.searchsorted(self.keys, key))
+        if pos < self.keys.size and self.keys[pos] == key:
+            return int(self.masks[pos])
+        return 0
+
+    def set(self, user: int, item: int, mask: int) -> None:
+        self.changed[(user, item)] = mask
+
+
+class IdMap:
+    """Original ids -> indices; dataset ids ``0..n-1``, fallback ``n``, online ids from ``n + 1``."""
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.index = pd.Index(np.asarray(ids).astype(str))
+        if not self.index.is_unique:
+            raise ValueError("ids are not unique")
+        self.size = len(self.index)
+        self.added: dict[str, int] = {}
+
+    @property
+    def fallback(self) -> int:
+        return self.size
+
+    def lookup(self, ids: list[str]) -> np.ndarray:
+        """Indices of ``ids`` (``int64``); ids never seen map to the fallback index ``n``."""
+        idx = self.index.get_indexer(ids).astype(np.int64)
+        missing = np.flatnonzero(idx < 0)
+        if missing.size:
+            for m in missing.tolist():
+                idx[m] = self.added.get(ids[m], self.size)
+        return idx
+
+    def get(self, one_id: str) -> int | None:
+        """Index of one id, or None when it was never seen."""
+        loc = self.index.get_indexer([one_id])[0]
+        if loc >= 0:
+            return int(loc)
+        return self.added.get(one_id)
+
+    def add(self, one_id: str) -> int:
+        """Give an id first seen online the next free index (``n + 1 + #added``)."""
+        index = self.size + 1 + len(self.added)
+        self.added[one_id] = index
+        return index

@@ -207,9 +207,15 @@ def _register_serve(sub: argparse._SubParsersAction) -> None:
     register(sub)
 
 
-# Each layer (graph, train, serve) registers its sub-commands here.
+def _register_bench(sub: argparse._SubParsersAction) -> None:
+    from mgoe.bench.commands import register
+
+    register(sub)
+
+
+# Each layer (graph, train, serve, bench) registers its sub-commands here.
 _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _register_graph, _register_train, _register_serve
+    _register_graph, _register_train, _register_serve, _register_bench
 ]
 
 

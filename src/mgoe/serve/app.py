@@ -15,6 +15,8 @@ Endpoints (request bodies are validated by pydantic; the schema is at ``/openapi
     replayed on startup, so acknowledged events survive a crash or restart.
 ``GET /health``
     Liveness plus a summary of the loaded artifact.
+``GET /inspect?user_id=..&item_id=..``
+    Current first-order macro vectors, macro nodes and the pair's task mask (for checks).
 ``GET /metrics``
     Prometheus text: ``mgoe_http_requests_total{endpoint,method,status}``,
     ``mgoe_http_request_duration_seconds{endpoint}`` (histogram), events and reload counters.
@@ -43,6 +45,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
@@ -60,7 +63,7 @@ Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, st
 decimal string)."""
 Label = Annotated[int, Field(strict=True, ge=0, le=1)]
 Weight = Annotated[float, Field(allow_inf_nan=False)]
-ENDPOINTS = ("/score", "/events", "/health", "/metrics", "/admin/reload", "/openapi.json", "/docs")
+ENDPOINTS = ("/score", "/events", "/health", "/inspect", "/metrics", "/admin/reload", "/openapi.json", "/docs")
 
 
 class EventIn(BaseModel):
@@ -275,6 +278,15 @@ def create_app(artifact: str | Path, *, max_items: int = 1000, max_events: int =
     app.state.service = service
     app.state.metrics = metrics
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes every offending input (a 10,000-id list); keep location,
+        # message and type, and a one-line summary.
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in exc.errors()]
+        summary = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'body'}: {e['msg']}" for e in errors[:5])
+        return JSONResponse({"detail": errors, "message": f"invalid request: {summary}"}, status_code=422)
+
     @app.exception_handler(MgoeError)
     async def _mgoe_error(request: Request, exc: MgoeError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
@@ -303,6 +315,28 @@ def create_app(artifact: str | Path, *, max_items: int = 1000, max_events: int =
         info.update(status="ok", max_items=max_items, event_log=str(service.log.path) if service.log else None,
                     replayed_events=service.replayed, loaded_at=service.loaded_at)
         return info
+
+    @app.get("/inspect")
+    async def inspect(user_id: str | None = None, item_id: str | None = None) -> dict[str, Any]:
+        """First-order macro vectors ``[G][K]`` of a user and/or an item (graph 0 merged,
+        1 + t task t), their macro nodes and the pair's task mask; for checks and debugging."""
+        if user_id is None and item_id is None:
+            raise HTTPException(status_code=422, detail="give user_id and/or item_id")
+        scorer = service.scorer
+        out: dict[str, Any] = {"graphs": scorer.macro.graphs if scorer.macro else []}
+        if user_id is not None:
+            out["user_known"] = scorer.users.get(user_id) is not None
+            if scorer.macro is not None:
+                out["user_first"] = scorer.first_order(user_id=user_id).tolist()
+                out["user_macro"] = scorer.macro_node(user_id=user_id)
+        if item_id is not None:
+            out["item_known"] = scorer.items.get(item_id) is not None
+            if scorer.macro is not None:
+                out["item_first"] = scorer.first_order(item_id=item_id).tolist()
+                out["item_macro"] = scorer.macro_node(item_id=item_id)
+        if user_id is not None and item_id is not None:
+            out["mask"] = scorer.pair_mask(user_id, item_id)
+        return out
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:

@@ -447,6 +447,18 @@ class Scorer:
             row = rows.row(-1 if node is None else node)
         return row.reshape(rows.graphs, rows.k)
 
+    def macro_node(self, user_id: Any = None, item_id: Any = None) -> int:
+        """Macro node of one user (or one item); unknown and online-only ids -> the cold node."""
+        if self.macro is None:
+            raise MgoeError("this artifact has no macro graph features")
+        if (user_id is None) == (item_id is None):
+            raise MgoeError("give exactly one of user_id, item_id")
+        if user_id is not None:
+            node = self.users.get(str(user_id))
+            return int(self.macro.macro_of(np.array([self.num_users if node is None else node]), np.array([0]))[0][0])
+        node = self.items.get(str(item_id))
+        return int(self.macro.macro_of(np.array([0]), np.array([self.num_items if node is None else node]))[1][0])
+
     def pair_mask(self, user_id: Any, item_id: Any) -> int:
         """The pair's current task bit mask (task t = bit 2^t); 0 if never positive."""
         if self.macro is None:

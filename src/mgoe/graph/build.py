@@ -93,9 +93,15 @@ class GraphConfig:
     duckdb_threads: int | None = None
     chunk_rows: int = 4_000_000
     """Edges per streamed chunk in the duckdb engine's SVD passes."""
+    spark_master: str = "local[2]"
+    """Spark master URL of the spark engine (spark-submit's own master wins when submitted)."""
+    spark_conf: dict[str, str] = field(default_factory=dict)
+    """Spark settings of the spark engine (spark.driver.memory, spark.sql.shuffle.partitions, ...)
+    plus its own mgoe.workdir (shared scratch URI) and mgoe.data_uri (see engine_spark)."""
 
     def fingerprint(self) -> str:
-        relevant = {k: v for k, v in asdict(self).items() if not k.startswith("duckdb_") and k != "chunk_rows"}
+        relevant = {k: v for k, v in asdict(self).items()
+                    if not k.startswith(("duckdb_", "spark_")) and k != "chunk_rows"}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -264,8 +270,10 @@ def _engine(name: str, ds: Dataset, config: GraphConfig):
 
         return DuckDBEngine(ds, config)
     if name == "spark":
-        raise MgoeError("the spark engine is not available in this version; use memory or duckdb")
-    raise MgoeError(f"unknown engine {name!r}; use memory or duckdb")
+        from mgoe.graph.engine_spark import SparkEngine
+
+        return SparkEngine(ds, config)
+    raise MgoeError(f"unknown engine {name!r}; use memory, duckdb or spark")
 
 
 def build_graph(

@@ -34,6 +34,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         seed=args.seed,
         duckdb_memory_limit=args.memory_limit,
         duckdb_threads=args.threads,
+        spark_master=args.spark_master,
     )
     for name in ("user_clusters", "item_clusters", "embedding_dim"):
         value = getattr(config, name)
@@ -129,7 +130,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--data", required=True, help="prepared dataset directory")
     b.add_argument("--output", required=True, help="graph directory to write")
     b.add_argument("--engine", default="memory", choices=["memory", "duckdb", "spark"],
-                   help="memory: scipy.sparse in RAM; duckdb: out-of-core SQL over Parquet")
+                   help="memory: scipy.sparse in RAM; duckdb: out-of-core SQL over Parquet; "
+                   "spark: PySpark DataFrame jobs (local or a cluster, see docs/scaling.md)")
     b.add_argument("--user-clusters", type=int, help="user macro nodes (default: sqrt(#users)/2 in [8, 256])")
     b.add_argument("--item-clusters", type=int, help="item macro nodes (default: sqrt(#items)/2 in [8, 256])")
     b.add_argument("--beta", type=float, default=0.5, help="Box-Cox beta of the merging score (0 = log)")
@@ -142,6 +144,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--memory-limit", default="4GB", help="duckdb engine memory limit")
     b.add_argument("--threads", type=int, help="duckdb engine threads")
+    b.add_argument("--spark-master", default="local[2]", metavar="URL",
+                   help="spark engine: Spark master URL (default local[2]; spark-submit's own wins)")
     b.add_argument("--force", action="store_true", help="rebuild even if inputs and config are unchanged")
     b.add_argument("--quiet", action="store_true", help="no progress display")
     b.set_defaults(func=cmd_build)

@@ -181,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--epochs", type=int, default=4, help="maximum training epochs per model")
     demo.add_argument("--interactions", type=int, help="impressions to generate (default: the demo preset)")
+    demo.add_argument("--batch-size", type=int, help="training batch size (default: the training config's)")
     demo.add_argument("--fresh", action="store_true", help="regenerate the dataset even if present")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=cmd_demo)

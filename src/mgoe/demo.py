@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -48,8 +50,17 @@ def run_demo(args: argparse.Namespace) -> int:
         if step == 3:
             print(f"[3/4] training MGOE and MMoE ({args.epochs} epochs at most, early stopping on valid)")
         run = root / "runs" / model
-        metrics = api.train(data, graph if model == "mgoe" else None, output=run, model=model,
-                            seed=args.seed, epochs=args.epochs, progress=not args.quiet)
+        if args.fresh and run.exists():
+            shutil.rmtree(run)
+        if (run / "metrics.json").is_file():
+            # A finished run from an earlier demo: report it (``--fresh`` retrains).
+            metrics = json.loads((run / "metrics.json").read_text())
+            print(f"      {model}: reusing the finished run in {run}")
+        else:
+            config = {"batch_size": args.batch_size} if args.batch_size else None
+            metrics = api.train(data, graph if model == "mgoe" else None, output=run, model=model,
+                                config=config, seed=args.seed, epochs=args.epochs,
+                                resume=(run / "config.json").is_file(), progress=not args.quiet)
         results[model] = metrics
         print(f"      {model}: best epoch {metrics['best_epoch']}, "
               f"{metrics.get('train_samples_per_s', 0):,.0f} samples/s -> {run}")

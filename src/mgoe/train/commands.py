@@ -31,7 +31,6 @@ def _table(results: dict[str, dict[str, dict[str, float | None]]]) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mgoe.train import api
     from mgoe.train.config import config_template
 
     if args.print_config:
@@ -41,9 +40,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise MgoeError("mgoe train needs --output RUNDIR")
     if args.data is None and not args.resume:
         raise MgoeError("mgoe train needs --data DIR (only --resume can take it from the run)")
-    metrics = api.train(args.data, args.graph, output=args.output, model=args.model,
-                        config=args.config, seed=args.seed, resume=args.resume,
-                        progress=not args.quiet, epochs=args.epochs)
+    from mgoe.train.distributed import run_cli  # --nproc N, torchrun, or this process alone
+
+    metrics = run_cli(args.nproc, data=args.data, graph=args.graph, output=args.output,
+                      model=args.model, config=args.config, seed=args.seed, resume=args.resume,
+                      progress=not args.quiet, epochs=args.epochs)
+    if metrics is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     print(f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']} "
           f"({metrics['stop_reason']}, {metrics['early_stopping_metric']} on valid); "
           f"{metrics['train_samples_per_s'] or 0:,.0f} training samples/s")
@@ -138,6 +141,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="continue the run in --output from its last checkpoint (data and config "
                    "default to the run's own)")
     t.add_argument("--quiet", action="store_true", help="no progress bar or log echo")
+    t.add_argument("--nproc", type=_positive_int, metavar="N",
+                   help="data-parallel training in N local processes (DDP: gloo on CPU, nccl "
+                   "with one GPU each); batch_size is the global batch, split over them. Under "
+                   "torchrun leave it out: the processes join torchrun's group")
     t.add_argument("--print-config", action="store_true",
                    help="print the default config with a comment per key, and exit")
     t.set_defaults(func=cmd_train)

@@ -27,6 +27,11 @@ Exact resume. Nothing depends on the continuity of a global random stream:
 A run killed at any point and resumed from its last checkpoint therefore ends with the same
 weights and metrics as an uninterrupted run (up to nondeterministic kernels on a GPU); the
 caller's own torch RNG state is restored when :func:`train` returns.
+
+Data-parallel training (``mgoe train --nproc N``, torchrun) runs this same loop in every process
+with a :class:`mgoe.train.distributed.Distributed` context: the hooks below marked ``dist`` shard
+the batches, wrap the model in DDP, all-reduce the step's loss, shard the evaluation, and leave
+every file to rank 0 (see that module). With ``dist`` None nothing changes.
 """
 
 from __future__ import annotations
@@ -323,6 +328,7 @@ def train(
     progress: bool = True,
     *,
     on_batch_end: BatchHook | None = None,
+    distributed: Any = None,
 ) -> dict[str, Any]:
     """Train ``config.model`` on ``source``, writing the run directory ``output``.
 
@@ -335,9 +341,20 @@ def train(
     ``on_batch_end(epoch, batch, loss)`` is called after every step (0-based indices), after
     any checkpoint of that step; an exception it raises aborts training (tests use it to
     simulate a kill).
+
+    ``distributed``: a :class:`mgoe.train.distributed.Distributed` context for data-parallel
+    training; None uses the one :func:`mgoe.train.distributed.init` registered in this process,
+    if any (torchrun, ``mgoe train --nproc``), and otherwise trains in this process alone.
     """
     config.validate()
     config.check_tasks(source.tasks)
+    if distributed is None:
+        from mgoe.train.distributed import active
+
+        distributed = active()
+    dist = distributed
+    main = dist is None or dist.is_main
+    progress = progress and main
     run = RunDir(output)
     resuming = resume and run.last.is_file()
     if not resume and run.holds_run():
@@ -348,8 +365,12 @@ def train(
     if resuming:
         _check_resume(run.read_config(), config, source, run)
     device = _resolve_device(config.device)
-    run.root.mkdir(parents=True, exist_ok=True)
-    with RunLog(run.log, echo=progress) as log, _torch_settings(config, device):
+    if dist is not None:
+        device = dist.prepare(config.batch_size, device)
+        dist.barrier()  # every rank has checked the run directory before rank 0 writes to it
+    if main:
+        run.root.mkdir(parents=True, exist_ok=True)
+    with (RunLog(run.log, echo=progress) if main else _NoLog()) as log, _torch_settings(config, device):
         torch.manual_seed(config.seed)
         model = build_training_model(config, source.spec).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
@@ -366,19 +387,33 @@ def train(
         else:
             if resume:
                 log(f"no checkpoint in {run.checkpoints}; starting from scratch")
-            write_json_atomic(run.config, run_config(config, source, model))
+            if main:
+                write_json_atomic(run.config, run_config(config, source, model))
             n_params = sum(p.numel() for p in model.parameters())
             log(f"start: model {config.model} ({n_params:,} parameters), "
                 f"{source.num_rows('train'):,} training rows, device {device}")
-        _fit(model, optimizer, source, config, run, state, device, log, progress, on_batch_end)
+        _fit(model, optimizer, source, config, run, state, device, log, progress, on_batch_end, dist)
         if not state.finished:  # resumed with fewer epochs than already run
             state.finished, state.stop_reason = True, "epochs"
-        return _finish(model, source, config, run, state, device, log)
+        return _finish(model, source, config, run, state, device, log, dist)
+
+
+class _NoLog:
+    """The run log of ranks other than 0: they write nothing."""
+
+    def __call__(self, message: str) -> None:
+        pass
+
+    def __enter__(self) -> _NoLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
 
 
 def _fit(model: nn.Module, optimizer: torch.optim.Optimizer, source: Source,
          config: TrainConfig, run: RunDir, state: TrainState, device: torch.device,
-         log: RunLog, progress: bool, on_batch_end: BatchHook | None) -> None:
+         log: RunLog, progress: bool, on_batch_end: BatchHook | None, dist: Any = None) -> None:
     from tqdm import tqdm
 
     tasks = source.tasks
@@ -389,8 +424,11 @@ def _fit(model: nn.Module, optimizer: torch.optim.Optimizer, source: Source,
 
     def checkpoint() -> None:
         nonlocal last_checkpoint
-        save_checkpoint(run.last, model, optimizer, asdict(state))
+        if dist is None or dist.is_main:
+            save_checkpoint(run.last, model, optimizer, asdict(state))
         last_checkpoint = time.perf_counter()
+
+    step_model = model if dist is None else dist.wrap(model)  # dist: DDP for the steps
 
     while not state.finished and state.epoch < config.epochs:
         epoch = state.epoch
@@ -399,28 +437,37 @@ def _fit(model: nn.Module, optimizer: torch.optim.Optimizer, source: Source,
                    desc=f"epoch {epoch + 1}/{config.epochs}", dynamic_ncols=True, leave=False)
         running = None
         tick = time.perf_counter()
-        batches = source.batches("train", config.batch_size, shuffle=True,
-                                 seed=shuffle_seed(config.seed, epoch), start=state.batch)
-        for batch in batches:
-            torch.manual_seed(step_seed(config.seed, epoch, state.batch))
+        if dist is None:
+            batches = ((b, None) for b in source.batches(
+                "train", config.batch_size, shuffle=True, seed=shuffle_seed(config.seed, epoch),
+                start=state.batch))
+        else:  # dist: this rank's micro-batch of every global step
+            batches = dist.train_batches(source, config.batch_size,
+                                         seed=shuffle_seed(config.seed, epoch), start=state.batch)
+        for batch, share in batches:
+            seed = step_seed(config.seed, epoch, state.batch)
+            torch.manual_seed(seed if dist is None else dist.seed(seed))
             batch = _to_device(batch, device)
             optimizer.zero_grad(set_to_none=True)
-            objective, task_bce = batch_loss(model, batch, weights, config.l2_embedding)
+            objective, task_bce = batch_loss(step_model, batch, weights, config.l2_embedding)
             if not torch.isfinite(objective):
                 raise MgoeError(
                     f"the training loss became {objective.item()} at epoch {epoch + 1}, batch "
                     f"{state.batch}; lower lr or check the data (resume restarts from the last "
                     "checkpoint)"
                 )
-            objective.backward()
+            (objective if share is None else objective * share.scale).backward()
             if config.grad_clip_norm is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
             optimizer.step()
 
             size = int(batch["labels"].shape[0])
             loss = objective.item()
+            task_values = task_bce.tolist()
+            if share is not None:  # dist: the whole global step's rows and mean losses
+                size, loss, task_values = dist.step_stats(share, loss, task_values)
             state.epoch_loss_sum += loss * size
-            for t, value in enumerate(task_bce.tolist()):
+            for t, value in enumerate(task_values):
                 state.epoch_task_loss_sum[t] += value * size
             state.epoch_samples += size
             state.batch += 1
@@ -445,22 +492,25 @@ def _fit(model: nn.Module, optimizer: torch.optim.Optimizer, source: Source,
                 on_batch_end(epoch, state.batch - 1, loss)
             tick = time.perf_counter()  # the checkpoint and hook are not training time
         bar.close()
-        _end_epoch(model, source, config, run, state, device, log, eval_batch_size)
+        _end_epoch(model, source, config, run, state, device, log, eval_batch_size, dist)
         checkpoint()
 
 
 def _end_epoch(model: nn.Module, source: Source, config: TrainConfig, run: RunDir,
-               state: TrainState, device: torch.device, log: RunLog, eval_batch_size: int) -> None:
+               state: TrainState, device: torch.device, log: RunLog, eval_batch_size: int,
+               dist: Any = None) -> None:
     tasks = source.tasks
     started = time.perf_counter()
-    valid = evaluate_split(model, source, "valid", eval_batch_size, device)
+    evaluate = evaluate_split if dist is None else dist.evaluate_split  # dist: sharded, gathered
+    valid = evaluate(model, source, "valid", eval_batch_size, device)
     eval_seconds = time.perf_counter() - started
     value = early_stopping_value(valid, config.early_stopping_metric)
     improved = _is_better(value, state.best_value, config.early_stopping_metric, config.min_delta)
     if improved or state.best_epoch is None:
         # the first epoch is kept even with an undefined metric, so there is always a best
-        save_weights(run.best, model, {"epoch": state.epoch + 1, "metric": config.early_stopping_metric,
-                                       "value": None if math.isnan(value) else value})
+        if dist is None or dist.is_main:
+            save_weights(run.best, model, {"epoch": state.epoch + 1, "metric": config.early_stopping_metric,
+                                           "value": None if math.isnan(value) else value})
         state.best_value = None if math.isnan(value) else value
         state.best_epoch = state.epoch + 1
         state.epochs_since_best = 0
@@ -497,12 +547,16 @@ def _end_epoch(model: nn.Module, source: Source, config: TrainConfig, run: RunDi
 
 
 def _finish(model: nn.Module, source: Source, config: TrainConfig, run: RunDir,
-            state: TrainState, device: torch.device, log: RunLog) -> dict[str, Any]:
+            state: TrainState, device: torch.device, log: RunLog, dist: Any = None) -> dict[str, Any]:
+    evaluate = evaluate_split
+    if dist is not None:  # dist: rank 0 has written the best weights; everyone evaluates a shard
+        dist.barrier()
+        evaluate = dist.evaluate_split
     load_weights(run.best, model)
     eval_batch_size = config.resolved_eval_batch_size
     metrics = {
-        "valid": evaluate_split(model, source, "valid", eval_batch_size, device),
-        "test": evaluate_split(model, source, "test", eval_batch_size, device),
+        "valid": evaluate(model, source, "valid", eval_batch_size, device),
+        "test": evaluate(model, source, "test", eval_batch_size, device),
         "best_epoch": state.best_epoch,
         "early_stopping_metric": config.early_stopping_metric,
         "best_value": state.best_value,
@@ -511,7 +565,8 @@ def _finish(model: nn.Module, source: Source, config: TrainConfig, run: RunDir,
         "train_samples_per_s": state.train_samples / state.train_seconds if state.train_seconds else None,
         "history": state.history,
     }
-    write_json_atomic(run.metrics, metrics)
+    if dist is None or dist.is_main:
+        write_json_atomic(run.metrics, metrics)
     log(f"done: best epoch {state.best_epoch} of {len(state.history)} ({state.stop_reason}); test "
         + ", ".join(f"{t} auc {_fmt(m['auc'])} gauc {_fmt(m['gauc'])} logloss {_fmt(m['logloss'])}"
                     for t, m in metrics["test"].items()))

@@ -42,8 +42,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         epochs=args.epochs, config=config, ablations=args.ablations, data_root=args.data_root,
         shared_data=args.shared_data, progress=not args.quiet,
     )
+    unavailable = frame.attrs.get("unavailable", [])
     print(f"{len(frame.attrs.get('trained', []))} runs trained, "
-          f"{len(frame.attrs.get('skipped', []))} already done; report: "
+          f"{len(frame.attrs.get('skipped', []))} already done"
+          + (f", {len(unavailable)} not possible (macro model, data without a user-item graph)"
+             if unavailable else "") + "; report: "
           f"{Path(args.output) / 'results.md'}, {Path(args.output) / 'results.csv'}")
     return 0
 

@@ -454,7 +454,8 @@ def run_bench(
     repository); ``shared_data``: where prepared datasets and graphs live (``data/``,
     ``graphs/``), to share them between benches (default ``output``). Returns the rows of
     ``results.csv`` (all runs in ``output``, this call's and earlier ones); its
-    ``attrs["trained"]`` and ``attrs["skipped"]`` list the run directories trained and skipped.
+    ``attrs["trained"]`` and ``attrs["skipped"]`` list the run directories trained and skipped
+    (finished before), ``attrs["unavailable"]`` those of macro models on data without a graph.
     """
     from mgoe.bench.report import write_report
     from mgoe.train import api
@@ -485,6 +486,7 @@ def run_bench(
 
     trained: list[str] = []
     skipped: list[str] = []
+    unavailable: list[str] = []
     total = len(specs) * len(variants) * len(seeds)
     count = 0
     for ds in specs:
@@ -500,6 +502,7 @@ def run_bench(
                     log(f"{label}: done before, skipped")
                     continue
                 if v.needs_graph and graphs.get(v.graph_variant) is None:
+                    unavailable.append(str(target))
                     log(f"{label}: skipped, {ds.name} has no user-item graph for {v.model}")
                     continue
                 resume = RunDir(target).holds_run()
@@ -522,6 +525,7 @@ def run_bench(
     results = write_report(output)
     results.attrs["trained"] = trained
     results.attrs["skipped"] = skipped
+    results.attrs["unavailable"] = unavailable
     log(f"report: {output / 'results.md'} ({len(trained)} runs trained, {len(skipped)} skipped)")
     return results
 

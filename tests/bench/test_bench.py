@@ -188,3 +188,23 @@ def test_cli_errors(tmp_path, capsys):
     assert main(["bench", "--datasets", "movielens100k", "--models", "mmoe", "--output",
                  str(tmp_path / "b"), "--data-root", str(tmp_path / "nowhere"), "--quiet"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_failed_run_does_not_stop_the_bench(bench, tmp_path, capsys):
+    """A run whose training raises is recorded (bench_error.txt, report, exit 1); the
+    prepared data is shared with the module's bench (shared_data)."""
+    out = tmp_path / "failing"
+    config = {**CONFIG, "task_weights": [1.0, 2.0]}  # 2 weights for 3 tasks: fails in training
+    frame = run_bench([SPEC], ["mmoe"], [0, 1], out, epochs=1, config=config, shared_data=bench,
+                      progress=False)
+    assert frame.empty and len(frame.attrs["failed"]) == 2
+    assert not (out / "data").exists()  # the shared dataset was used, not prepared again
+    message = (out / "runs" / DATASET / "mmoe" / "seed1" / "bench_error.txt").read_text()
+    assert "task_weights has 2 values" in message
+    assert "task_weights has 2 values" in (out / "results.md").read_text()
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(config))
+    assert main(["bench", "--datasets", SPEC, "--models", "mmoe", "--seeds", "0", "--output",
+                 str(out), "--config", str(path), "--epochs", "1", "--shared-data", str(bench),
+                 "--quiet"]) == 1
+    assert "failed: task_weights has 2 values" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from mgoe.errors import MgoeError
@@ -48,7 +49,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
           + (f", {len(unavailable)} not possible (macro model, data without a user-item graph)"
              if unavailable else "") + "; report: "
           f"{Path(args.output) / 'results.md'}, {Path(args.output) / 'results.csv'}")
-    return 0
+    failed = frame.attrs.get("failed", [])
+    for run in failed:
+        message = (Path(run) / "bench_error.txt").read_text().strip()
+        print(f"mgoe: error: run {run} failed: {message}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -175,7 +175,9 @@ def markdown(frame: pd.DataFrame, summary: pd.DataFrame, config: dict[str, Any],
     """The text of ``results.md``."""
     lines = ["# Benchmark results", ""] + _budget_lines(config) + [""]
     if summary.empty:
-        return "\n".join(lines + ["No finished runs yet.", ""])
+        lines += ["No finished runs yet.", ""]
+        lines += [f"- failed: `{run}`: {message}" for run, message in config.get("_failed", [])]
+        return "\n".join(lines)
     datasets = _ordered(list(dict.fromkeys(summary.dataset)), list(config.get("datasets", {})))
     variant_order = list(config.get("variants", {}))
     for dataset in datasets:
@@ -210,6 +212,12 @@ def markdown(frame: pd.DataFrame, summary: pd.DataFrame, config: dict[str, Any],
             lines.append(f"![{dataset}](plots/{name})")
         if (plots or {}).get(dataset):
             lines.append("")
+    failed = (config or {}).get("_failed", [])
+    if failed:
+        lines += ["## Failed runs", "", "Runs without results; the message is the run's "
+                  "`bench_error.txt` (rerunning the bench retries them):", ""]
+        lines += [f"- `{run}`: {message}" for run, message in failed]
+        lines.append("")
     lines += ["## Where MGOE loses", ""]
     lost = losses(summary)
     if REFERENCE_MODEL not in set(summary.model):
@@ -328,7 +336,10 @@ def write_report(output: str | Path) -> pd.DataFrame:
             plot_test_auc(summary, dataset, models, tasks, plot_dir / names[0])
             plot_valid_curves(curves, dataset, models, plot_dir / names[1])
             plots[dataset] = names
-    text = markdown(frame, summary, config, plots)
+    failed = [(str(p.parent.relative_to(output)), p.read_text().strip())
+              for p in sorted((output / "runs").glob("*/*/seed*/bench_error.txt"))
+              if not (p.parent / "metrics.json").is_file()]
+    text = markdown(frame, summary, {**config, "_failed": failed}, plots)
     tmp = output / ".results.md.tmp"
     tmp.write_text(text)
     tmp.replace(output / "results.md")

@@ -455,7 +455,9 @@ def run_bench(
     ``graphs/``), to share them between benches (default ``output``). Returns the rows of
     ``results.csv`` (all runs in ``output``, this call's and earlier ones); its
     ``attrs["trained"]`` and ``attrs["skipped"]`` list the run directories trained and skipped
-    (finished before), ``attrs["unavailable"]`` those of macro models on data without a graph.
+    (finished before), ``attrs["unavailable"]`` those of macro models on data without a graph,
+    ``attrs["failed"]`` those whose training raised an :class:`MgoeError` (the message is in
+    the run directory's ``bench_error.txt``; the other runs go on, a rerun retries it).
     """
     from mgoe.bench.report import write_report
     from mgoe.train import api
@@ -487,6 +489,7 @@ def run_bench(
     trained: list[str] = []
     skipped: list[str] = []
     unavailable: list[str] = []
+    failed: list[str] = []
     total = len(specs) * len(variants) * len(seeds)
     count = 0
     for ds in specs:
@@ -508,9 +511,19 @@ def run_bench(
                 resume = RunDir(target).holds_run()
                 log(f"{label}: {'resuming' if resume else 'training'} -> {target}")
                 started = time.perf_counter()
-                metrics = api.train(data, graphs.get(v.graph_variant) if v.needs_graph else None,
-                                    output=target, config=run_config(base, v, seed),
-                                    resume=resume, progress=progress)
+                error_file = target / "bench_error.txt"
+                try:
+                    metrics = api.train(
+                        data, graphs.get(v.graph_variant) if v.needs_graph else None,
+                        output=target, config=run_config(base, v, seed), resume=resume,
+                        progress=progress)
+                except MgoeError as exc:  # one failed run must not stop the others
+                    target.mkdir(parents=True, exist_ok=True)
+                    error_file.write_text(f"{exc}\n")
+                    failed.append(str(target))
+                    log(f"{label}: FAILED: {exc}")
+                    continue
+                error_file.unlink(missing_ok=True)
                 wall = time.perf_counter() - started
                 write_json_atomic(target / "bench.json", {
                     "dataset": ds.name, "model": v.name, "base_model": v.model, "seed": seed,
@@ -526,6 +539,7 @@ def run_bench(
     results.attrs["trained"] = trained
     results.attrs["skipped"] = skipped
     results.attrs["unavailable"] = unavailable
+    results.attrs["failed"] = failed
     log(f"report: {output / 'results.md'} ({len(trained)} runs trained, {len(skipped)} skipped)")
     return results
 

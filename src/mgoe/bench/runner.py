@@ -9,6 +9,7 @@ Layout of a bench directory ``BENCHDIR``::
     BENCHDIR/graphs/<dataset>[-<variant>]/  its macro graphs (built once per graph variant)
     BENCHDIR/runs/<dataset>/<model>/seed<k>/  one run directory per run (mgoe.train.rundir),
                                             plus bench.json (wall seconds, resumed or not)
+                                            or bench_error.txt (why the run failed)
     BENCHDIR/results.csv, results.md, plots/*.png   the report (mgoe.bench.report)
 
 A run whose ``metrics.json`` exists is skipped, so a killed bench restarts where it stopped; a

@@ -130,24 +130,77 @@ def test_lookup_without_leave_one_out_brute(seed):
     assert (got["item_macro"] == ci[items.ravel()]).all()
 
 
+def without_lost_edges(labels, u, i, got, b):
+    """The graph a LOO sample sees: without its own edge, or (balanced) without the random
+    user edge and item edge the lookup reports having removed."""
+    removed = labels.copy()
+    if labels[u, i].any():
+        removed[u, i, :] = 0
+        assert got["removed_user_edge_item"][b] == i and got["removed_item_edge_user"][b] == u
+        return removed
+    j, v = got["removed_user_edge_item"][b], got["removed_item_edge_user"][b]
+    assert (j >= 0) == labels[u].any() and (v >= 0) == labels[:, i].any()
+    if j >= 0:
+        assert labels[u, j].any()
+        removed[u, j, :] = 0
+    if v >= 0:
+        assert labels[v, i].any()
+        removed[v, i, :] = 0
+    return removed
+
+
 @pytest.mark.parametrize("seed", [0, 4, 5])
 def test_leave_one_out_brute(seed):
-    """LOO lookup == features recomputed from scratch on the graph without the sample's edge."""
+    """LOO lookup == features recomputed from scratch on the graph without the lost edges: the
+    sample's own edge, or for a non-edge (balanced LOO) one random edge of each of its nodes."""
     labels, cu, ci, ku, ki = random_case(seed)
     table = _table(labels, cu, ci, ku, ki)
     n_users, n_items, _ = labels.shape
     users, items = np.meshgrid(np.arange(n_users), np.arange(n_items), indexing="ij")
     users, items = users.ravel(), items.ravel()
-    got = table.lookup(users, items, leave_one_out=True)
+    got = table.lookup(users, items, leave_one_out=True, rng=np.random.default_rng(seed), return_removed=True)
+    assert (got["removed_user_edge_item"] >= 0).sum() > (labels.any(axis=2)).sum()  # non-edges lose one too
     for b, (u, i) in enumerate(zip(users, items, strict=True)):
-        removed = labels.copy()
-        removed[u, i, :] = 0
+        removed = without_lost_edges(labels, u, i, got, b)
         for g, adj in enumerate(graphs_of(removed, 0.5)):
             want = brute_features(adj, cu, ci, ku, ki)
             np.testing.assert_allclose(got["user_first"][b, g], want["user_first"][u], atol=1e-5)
             np.testing.assert_allclose(got["user_second"][b, g], want["user_second"][u], atol=1e-5)
             np.testing.assert_allclose(got["item_first"][b, g], want["item_first"][i], atol=1e-5)
             np.testing.assert_allclose(got["item_second"][b, g], want["item_second"][i], atol=1e-5)
+
+
+def test_plain_leave_one_out_leaves_non_edges_alone():
+    labels, cu, ci, ku, ki = random_case(7)
+    table = _table(labels, cu, ci, ku, ki)
+    table.balanced = False
+    u, i = np.nonzero(~labels.any(axis=2))
+    loo = table.lookup(u, i, True)
+    full = table.lookup(u, i, False)
+    for kind in ("user_first", "user_second", "item_first", "item_second"):
+        np.testing.assert_array_equal(loo[kind], full[kind])
+
+
+def test_balanced_leave_one_out_removes_one_unit_of_mass():
+    """Every training sample sees its user and item with exactly one edge fewer (0/1 task
+    graphs): the missing mass no longer tells positives from negatives."""
+    labels, cu, ci, ku, ki = random_case(8, n_users=12, n_items=10)
+    table = _table(labels, cu, ci, ku, ki)
+    u, i = np.meshgrid(np.arange(12), np.arange(10), indexing="ij")
+    u, i = u.ravel(), i.ravel()
+    loo = table.lookup(u, i, True, rng=np.random.default_rng(0))
+    full = table.lookup(u, i, False)
+    for g in (1, 2):  # task graphs
+        task = labels[:, :, g - 1]
+        user_deg, item_deg = task.sum(axis=1)[u], task.sum(axis=0)[i]
+        lost_u = full["user_first"][:, g].sum(1) - loo["user_first"][:, g].sum(1)
+        lost_i = full["item_first"][:, g].sum(1) - loo["item_first"][:, g].sum(1)
+        # at most one unit, and exactly one when the drawn edge is in this task's graph
+        assert ((lost_u == 0) | (lost_u == 1)).all() and (lost_u <= user_deg).all()
+        assert ((lost_i == 0) | (lost_i == 1)).all() and (lost_i <= item_deg).all()
+    merged_u = full["user_first"][:, 0].sum(1) - loo["user_first"][:, 0].sum(1)
+    has_history = labels.any(axis=2).sum(axis=1)[u] > 0
+    assert (merged_u[has_history] > 0).all() and (merged_u[~has_history] == 0).all()
 
 
 def test_mixed_leave_one_out_flags():
@@ -197,11 +250,10 @@ def test_built_graph_brute(tmp_path, engine):
     ku, ki = manifest["num_user_macro"], manifest["num_item_macro"]
     users = train["user"].to_numpy()
     items = train["item"].to_numpy()
-    got = table.lookup(users, items, leave_one_out=True)
+    got = table.lookup(users, items, leave_one_out=True, rng=np.random.default_rng(1), return_removed=True)
     for b in range(0, len(users), 7):
         u, i = users[b], items[b]
-        removed = labels.copy()
-        removed[u, i, :] = 0
+        removed = without_lost_edges(labels, u, i, got, b)
         for g, adj in enumerate(graphs_of(removed, 0.5)):
             want = brute_features(adj, cu, ci, ku, ki)
             for kind, node in (("user_first", u), ("user_second", u), ("item_first", i), ("item_second", i)):

@@ -85,6 +85,10 @@ class GraphConfig:
     user_group_column: str | None = None
     """Group users by this categorical user feature instead of clustering."""
     item_group_column: str | None = None
+    balanced_leave_one_out: bool = True
+    """A training sample without an edge of its own loses a random edge of its user and of its
+    item, so every training sample misses exactly one edge per node (False: plain
+    leave-one-out, where the missing edge marks the positives)."""
     loo_assignment: bool = True
     """Re-assign a training sample's own user and item to macro nodes without its edge
     (False: keep the full-graph assignment, which leaks the label through sparse nodes)."""
@@ -412,6 +416,7 @@ def build_graph(
                 "num_user_macro": ku,
                 "num_item_macro": ki,
                 "loo_assignment": config.loo_assignment and not (config.user_group_column or config.item_group_column),
+                "balanced_leave_one_out": config.balanced_leave_one_out,
                 "history_edges": n_edges,
                 "history_positives": positives,
                 "user_cluster_sizes": np.bincount(user_macro, minlength=ku).tolist(),
@@ -502,6 +507,7 @@ def load_graph(gdir: str | Path) -> tuple[dict, MacroFeatureTable]:
         )
     table = MacroFeatureTable(
         reassign=reassign,
+        balanced=manifest.get("balanced_leave_one_out", True),
         graphs=manifest["graphs"],
         user_macro=user_macro.astype(np.int32),
         item_macro=item_macro.astype(np.int32),

@@ -58,7 +58,8 @@ seconds), log level WARN. ``GraphConfig.spark_master`` (default ``local[2]``) an
 ``GraphConfig.spark_conf`` (any ``spark.*`` setting, e.g. ``spark.driver.memory``; for
 ``local[n]`` the defaults are ``spark.sql.shuffle.partitions = 2n`` and no UI) are applied when
 the session is created. Under ``spark-submit`` the submitted master and settings win. Two engine
-settings ride in ``spark_conf`` as well:
+settings ride in ``spark_conf`` as well (or, from ``spark-submit``, as ``--conf spark.mgoe.workdir=…``
+and ``--conf spark.mgoe.data_uri=…``); see docs/scaling.md:
 
 * ``mgoe.workdir``: scratch directory (a URI that every executor and the driver can reach, e.g.
   ``hdfs:///tmp/mgoe`` or ``s3://bucket/tmp``; default ``$MGOE_TMPDIR`` or ``/tmp``, local);
@@ -178,9 +179,14 @@ class _Scratch:
 
         name = f"mgoe-spark-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         if "://" in base:
-            self.fs, root = pafs.FileSystem.from_uri(base.rstrip("/") + "/" + name)
-            self.root = root
             self.base_uri = base.rstrip("/") + "/" + name
+            # Spark's Hadoop S3 connector says s3a://, pyarrow says s3:// (the same objects)
+            for spark_scheme, arrow_scheme in (("s3a://", "s3://"), ("s3n://", "s3://")):
+                if self.base_uri.startswith(spark_scheme):
+                    self.fs, self.root = pafs.FileSystem.from_uri(arrow_scheme + self.base_uri[len(spark_scheme):])
+                    break
+            else:
+                self.fs, self.root = pafs.FileSystem.from_uri(self.base_uri)
         else:
             self.fs = pafs.LocalFileSystem()
             self.root = str(Path(base).resolve() / name)
@@ -251,8 +257,8 @@ class SparkEngine:
         self.n_graphs = 1 + len(self.tasks)
         conf = dict(getattr(config, "spark_conf", None) or {})
         self.spark = spark_session(getattr(config, "spark_master", "local[2]") or "local[2]", conf)
-        self.scratch = _Scratch(conf.get("mgoe.workdir") or os.environ.get("MGOE_TMPDIR", "/tmp"))
-        self.data_uri = conf.get("mgoe.data_uri")
+        self.scratch = _Scratch(self._setting(conf, "workdir") or os.environ.get("MGOE_TMPDIR", "/tmp"))
+        self.data_uri = self._setting(conf, "data_uri")
         self._broadcasts: list = []
         self._products = 0
         self.edges = None
@@ -260,6 +266,11 @@ class SparkEngine:
         self._num_edges = 0
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _setting(self, conf: dict[str, str], key: str) -> str | None:
+        """Engine setting ``mgoe.<key>`` from GraphConfig.spark_conf, else ``spark.mgoe.<key>``
+        from the session (``spark-submit --conf spark.mgoe.workdir=...``)."""
+        return conf.get(f"mgoe.{key}") or self.spark.conf.get(f"spark.mgoe.{key}", None) or None
 
     def _input_files(self, split: str) -> list[str]:
         files = self.ds.split_files(split)

@@ -102,6 +102,38 @@ class HistoryEdges:
         out[hit] = self.weights[pos[hit]]
         return out
 
+    def _adjacency(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(user_ptr, item_ptr, item_order): CSR pointers of edges by user (keys are sorted by
+        user) and by item (through a stable order of the edges by item)."""
+        if not hasattr(self, "_adj"):
+            users = self.keys // self.num_items
+            items = self.keys % self.num_items
+            n_users = int(users.max()) + 1 if users.size else 0
+            user_ptr = np.r_[0, np.cumsum(np.bincount(users, minlength=n_users))]
+            item_ptr = np.r_[0, np.cumsum(np.bincount(items, minlength=self.num_items))]
+            self._adj = (user_ptr, item_ptr, np.argsort(items, kind="stable"))
+        return self._adj
+
+    def random_edges(self, nodes: np.ndarray, side: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One uniformly drawn history edge of every node: ``(other end [n], weights [n, G])``;
+        other end −1 and zero weights for nodes without history."""
+        user_ptr, item_ptr, item_order = self._adjacency()
+        ptr = user_ptr if side == "user" else item_ptr
+        nodes = np.asarray(nodes, dtype=np.int64)
+        known = nodes < len(ptr) - 1
+        start = np.zeros(len(nodes), dtype=np.int64)
+        degree = np.zeros(len(nodes), dtype=np.int64)
+        start[known] = ptr[nodes[known]]
+        degree[known] = ptr[nodes[known] + 1] - start[known]
+        pick = start + np.floor(rng.random(len(nodes)) * degree).astype(np.int64)
+        has = degree > 0
+        edge = pick[has] if side == "user" else item_order[pick[has]]
+        other = np.full(len(nodes), -1, dtype=np.int64)
+        weights = np.zeros((len(nodes), self.weights.shape[1]), dtype=np.float32)
+        other[has] = self.keys[edge] % self.num_items if side == "user" else self.keys[edge] // self.num_items
+        weights[has] = self.weights[edge]
+        return other, weights
+
 
 @dataclass
 class LooAssignment:
@@ -121,26 +153,25 @@ class LooAssignment:
     item_centroids: np.ndarray  # float32 [KI - 1, r]
 
     def reassign(
-        self, users: np.ndarray, items: np.ndarray, merged_weight: np.ndarray, ku: int, ki: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Macro nodes of the users and items of edges ``(users, items)`` with the edge removed."""
+        self, nodes: np.ndarray, others: np.ndarray, merged_weight: np.ndarray, side: str, k: int
+    ) -> np.ndarray:
+        """Macro nodes of ``nodes`` (users if ``side == "user"``) after removing their edge to
+        ``others`` with merged weight ``merged_weight``."""
         from mgoe.graph.grouping import nearest_centroid, normalise_rows
 
         w = merged_weight.astype(np.float32)[:, None]
-        out = []
-        for coords, removed, centroids, k in (
-            (self.user_coords[users], w * self.item_basis[items], self.user_centroids, ku),
-            (self.item_coords[items], w * self.user_basis[users], self.item_centroids, ki),
-        ):
-            remainder = coords - removed
-            # The edge was the node's only one when the remainder is float round-off of the
-            # coordinates: the node is then cold, as it would be at test time.
-            empty = np.abs(remainder).max(axis=1) <= 1e-4 * np.abs(coords).max(axis=1)
-            macro = np.full(len(coords), k - 1, dtype=np.int64)
-            if (~empty).any():
-                macro[~empty] = nearest_centroid(normalise_rows(remainder[~empty]), centroids)
-            out.append(macro)
-        return out[0], out[1]
+        if side == "user":
+            coords, removed, centroids = self.user_coords[nodes], w * self.item_basis[others], self.user_centroids
+        else:
+            coords, removed, centroids = self.item_coords[nodes], w * self.user_basis[others], self.item_centroids
+        remainder = coords - removed
+        # The edge was the node's only one when the remainder is float round-off of the
+        # coordinates: the node is then cold, as it would be at test time.
+        empty = np.abs(remainder).max(axis=1) <= 1e-4 * np.abs(coords).max(axis=1)
+        macro = np.full(len(coords), k - 1, dtype=np.int64)
+        if (~empty).any():
+            macro[~empty] = nearest_centroid(normalise_rows(remainder[~empty]), centroids)
+        return macro
 
 
 @dataclass
@@ -156,6 +187,10 @@ class MacroFeatureTable:
     edges: HistoryEdges
     reassign: LooAssignment | None = None
     """Leave-one-out re-assignment of a training sample's own macro nodes (None: keep them)."""
+    balanced: bool = True
+    """Balanced leave-one-out: a training sample without an edge of its own loses one random
+    edge of its user and one of its item instead, so that every training sample sees its
+    nodes with exactly one edge fewer and the missing mass carries no label."""
 
     def macro_of(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Macro nodes of (possibly unknown: index ≥ table size) users and items; unknown → cold."""
@@ -178,12 +213,21 @@ class MacroFeatureTable:
         return out
 
     def lookup(
-        self, users: np.ndarray, items: np.ndarray, leave_one_out: np.ndarray | bool = False
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        leave_one_out: np.ndarray | bool = False,
+        rng: np.random.Generator | None = None,
+        return_removed: bool = False,
     ) -> dict[str, np.ndarray]:
         """Dense features of a batch, leave-one-out applied where ``leave_one_out`` is True.
 
         Returns ``user_first [B, G, KI]``, ``user_second [B, G, KU]``, ``item_first [B, G, KU]``,
         ``item_second [B, G, KI]`` (float32) and ``user_macro``, ``item_macro`` (int64 [B]).
+        With leave-one-out, a sample whose pair is a history edge loses that edge; with
+        ``balanced`` a sample without one loses a random edge of its user and one of its item
+        (drawn with ``rng``). ``return_removed`` adds ``removed_user_edge_item`` and
+        ``removed_item_edge_user`` ([B], −1 where nothing was removed), for tests.
         """
         users = np.asarray(users, dtype=np.int64)
         items = np.asarray(items, dtype=np.int64)
@@ -193,30 +237,65 @@ class MacroFeatureTable:
         us = self._gather("user_second", users, ku)
         itf = self._gather("item_first", items, ku)
         its = self._gather("item_second", items, ki)
+        removed_item = np.full(len(users), -1, dtype=np.int64)
+        removed_user = np.full(len(users), -1, dtype=np.int64)
         loo = np.broadcast_to(np.asarray(leave_one_out, dtype=bool), users.shape)
         if loo.any():
             rows = np.flatnonzero(loo)
-            a = self.edges.lookup(users[rows], items[rows])  # [R, G]
-            rows = rows[a.any(axis=1)]
-            a = a[a.any(axis=1)][:, :, None]  # [R, G, 1]
-            if rows.size:
-                cu, ci = user_macro[rows], item_macro[rows]
-                # n_u − a e_{c(i)} and n_i − a e_{c(u)} are both the leave-one-out first-order
-                # vectors and the terms the second-order corrections subtract.
-                n_u = uf[rows]
-                n_i = itf[rows]
-                n_i[np.arange(rows.size), :, cu] -= a[:, :, 0]
-                n_u[np.arange(rows.size), :, ci] -= a[:, :, 0]
-                us[rows] -= a * n_i
-                its[rows] -= a * n_u
-                uf[rows] = n_u
-                itf[rows] = n_i
-                if self.reassign is not None:
-                    # the sample's own nodes as if its edge had never been seen
-                    user_macro[rows], item_macro[rows] = self.reassign.reassign(
-                        users[rows], items[rows], a[:, 0, 0], self.num_user_macro, self.num_item_macro
-                    )
-        return {
+            own_w = self.edges.lookup(users[rows], items[rows])  # [R, G]
+            own = own_w.any(axis=1)
+            # The edge each side loses: the sample's own, else (balanced) a random one.
+            user_other = np.where(own, items[rows], -1)  # item end of the user's lost edge
+            user_w = own_w.copy()
+            item_other = np.where(own, users[rows], -1)  # user end of the item's lost edge
+            item_w = own_w.copy()
+            if self.balanced and (~own).any():
+                rng = rng if rng is not None else np.random.default_rng(0)
+                free = ~own
+                user_other[free], user_w[free] = self.edges.random_edges(users[rows[free]], "user", rng)
+                item_other[free], item_w[free] = self.edges.random_edges(items[rows[free]], "item", rng)
+            cu, ci = user_macro[rows], item_macro[rows]
+            # Full first-order vectors of the lost edges' far ends, before any correction.
+            u_has = user_other >= 0
+            i_has = item_other >= 0
+            far_item_first = np.zeros((rows.size, len(self.graphs), ku), dtype=np.float32)
+            far_user_first = np.zeros((rows.size, len(self.graphs), ki), dtype=np.float32)
+            far_item_first[own] = itf[rows[own]]
+            far_user_first[own] = uf[rows[own]]
+            other_u = u_has & ~own
+            other_i = i_has & ~own
+            if other_u.any():
+                far_item_first[other_u] = self._gather("item_first", user_other[other_u], ku)
+            if other_i.any():
+                far_user_first[other_i] = self._gather("user_first", item_other[other_i], ki)
+            idx = np.arange(rows.size)
+            # user side: n_u[c(j)] −= b ;  m_u −= b (n_j − b e_{c(u)})
+            if u_has.any():
+                r = idx[u_has]
+                b = user_w[u_has]
+                cj = self.item_macro[user_other[u_has]]
+                far_item_first[r, :, cu[u_has]] -= b
+                us[rows[r]] -= b[:, :, None] * far_item_first[r]
+                uf[rows[r], :, cj] -= b
+            # item side: n_i[c(v)] −= c ;  m_i −= c (n_v − c e_{c(i)})
+            if i_has.any():
+                r = idx[i_has]
+                c = item_w[i_has]
+                cv = self.user_macro[item_other[i_has]]
+                far_user_first[r, :, ci[i_has]] -= c
+                its[rows[r]] -= c[:, :, None] * far_user_first[r]
+                itf[rows[r], :, cv] -= c
+            if self.reassign is not None:
+                # the sample's own nodes as if the lost edges had never been seen
+                if u_has.any():
+                    user_macro[rows[u_has]] = self.reassign.reassign(
+                        users[rows[u_has]], user_other[u_has], user_w[u_has, 0], "user", ku)
+                if i_has.any():
+                    item_macro[rows[i_has]] = self.reassign.reassign(
+                        items[rows[i_has]], item_other[i_has], item_w[i_has, 0], "item", ki)
+            removed_item[rows] = user_other
+            removed_user[rows] = item_other
+        out = {
             "user_first": uf,
             "user_second": us,
             "item_first": itf,
@@ -224,3 +303,7 @@ class MacroFeatureTable:
             "user_macro": user_macro,
             "item_macro": item_macro,
         }
+        if return_removed:
+            out["removed_user_edge_item"] = removed_item
+            out["removed_item_edge_user"] = removed_user
+        return out

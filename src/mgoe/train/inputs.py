@@ -5,6 +5,9 @@ row slice per feature kind (macro features, :meth:`MacroFeatureTable.lookup`), w
 leave-one-out applied in the same vectorised step for training rows. There is no per-sample
 Python and no ``Dataset.__getitem__``.
 
+Training rows get *balanced* leave-one-out features (a row without an edge of its own loses a
+random edge of its user and of its item, drawn from a generator seeded by (seed, part, batch)).
+
 Samples stream by Parquet part file: an epoch visits the split's parts in a seeded order and
 shuffles rows within each part, so memory holds one part at a time (parts are cached when the
 split is small). With a single part (all real datasets here) this is a full shuffle.
@@ -136,8 +139,11 @@ class BatchSource:
                     skipped += 1
                     continue
                 sel = idx[b * batch_size : (b + 1) * batch_size]
+                # Balanced leave-one-out draws its random edges from a generator of this
+                # batch alone, so a resumed epoch (start > 0) sees the same features.
+                rng = np.random.default_rng([seed, int(p), b]) if loo else None
                 yield self._assemble(
-                    part["user"][sel], part["item"][sel], part["context"][sel], part["labels"][sel], loo
+                    part["user"][sel], part["item"][sel], part["context"][sel], part["labels"][sel], loo, rng
                 )
 
     # ------------------------------------------------------------------ prediction
@@ -160,7 +166,9 @@ class BatchSource:
 
     # ------------------------------------------------------------------ assembly
 
-    def _assemble(self, users, items, context, labels, leave_one_out: bool) -> dict[str, torch.Tensor]:
+    def _assemble(
+        self, users, items, context, labels, leave_one_out: bool, rng: np.random.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
         batch: dict[str, torch.Tensor] = {
             "user": torch.from_numpy(users),
             "item": torch.from_numpy(items),
@@ -171,7 +179,7 @@ class BatchSource:
         if labels is not None:
             batch["labels"] = torch.from_numpy(np.ascontiguousarray(labels))
         if self.table is not None:
-            feats = self.table.lookup(users, items, leave_one_out=leave_one_out)
+            feats = self.table.lookup(users, items, leave_one_out=leave_one_out, rng=rng)
             for key, value in feats.items():
                 batch[key] = torch.from_numpy(value)
         else:

@@ -141,13 +141,24 @@ def _side_codes(table: pd.DataFrame, columns: list[str], n: int) -> np.ndarray:
 
 
 def _read_stacked(path: Path, n_nodes: int, n_graphs: int, k: int) -> sp.csr_matrix:
-    """A feature kind's long Parquet file as ``[nodes, G · K]`` float32 CSR (as the graph
-    build's loader reads it)."""
+    """A feature kind's long Parquet file as ``[nodes, G · K]`` float32 CSR.
+
+    The graph build writes the rows in node order, so the CSR is assembled directly (indptr
+    from node counts), without scipy's COO conversion and its int64 copies — about half the
+    peak memory on large graphs. Other orders take the COO path. Same values either way.
+    """
     t = pq.read_table(path)
-    col = t["graph"].to_numpy().astype(np.int64) * k + t["macro"].to_numpy()
-    return sp.csr_matrix(
-        (t["weight"].to_numpy(), (t["node"].to_numpy(), col)), shape=(n_nodes, n_graphs * k), dtype=np.float32
-    )
+    node = t["node"].to_numpy()
+    col = t["graph"].to_numpy().astype(np.int32) * np.int32(k) + t["macro"].to_numpy().astype(np.int32)
+    data = t["weight"].to_numpy().astype(np.float32, copy=False)
+    del t
+    shape = (n_nodes, n_graphs * k)
+    if node.size == 0 or bool(np.all(node[1:] >= node[:-1])):
+        # int32 indptr when it fits, so scipy keeps the int32 column indices as they are
+        indptr = np.zeros(n_nodes + 1, dtype=np.int32 if node.size < 2**31 - 1 else np.int64)
+        np.cumsum(np.bincount(node, minlength=n_nodes), out=indptr[1:])
+        return sp.csr_matrix((data, col, indptr), shape=shape)
+    return sp.csr_matrix((data, (node, col)), shape=shape, dtype=np.float32)
 
 
 class MacroState:

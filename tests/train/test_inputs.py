@@ -92,3 +92,23 @@ def test_unknown_ids_fall_back(source):
     assert batch["item_macro"][1] == source.spec.num_item_macro - 1
     assert batch["user_first"][1].abs().sum() == 0 and batch["item_second"][1].abs().sum() == 0
     assert batch["user_first"][0].sum() > 0
+
+
+def test_parts_are_label_mixed_and_batches_shuffle_across_parts(tmp_path):
+    """prepare writes rows in random order (sources and negatives arrive in blocks), and a
+    cached multi-part split is shuffled globally: no part and no batch holds a single label."""
+    rng = np.random.default_rng(3)
+    n = 3000
+    frame = pd.DataFrame({"user_id": rng.integers(0, 200, n), "item_id": rng.integers(0, 150, n)})
+    frame["click"] = 1
+    raw = RawDataset(name="blocks", interactions=frame, tasks=["click"], negatives="sampled")
+    prepare_dataset(raw, tmp_path / "d", PrepareOptions(split="random", negatives_per_positive=4, part_rows=1000))
+    files = sorted((tmp_path / "d" / "train").glob("*.parquet"))
+    assert len(files) >= 3
+    for path in files:
+        rate = pd.read_parquet(path)["click"].mean()
+        assert 0.1 < rate < 0.3, (path.name, rate)  # about 1 positive in 5 in every part
+    src = BatchSource.open(tmp_path / "d")
+    rates = [b["labels"][:, 0].mean().item() for b in src.batches("train", 256, shuffle=True, seed=0)]
+    assert sum(len(b["user"]) for b in src.batches("train", 256, shuffle=True, seed=0)) == src.num_rows("train")
+    assert min(rates[:-1]) > 0.05 and max(rates[:-1]) < 0.4

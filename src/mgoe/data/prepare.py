@@ -293,6 +293,11 @@ def prepare_dataset(raw: RawDataset, output: str | Path, options: PrepareOptions
                 tmp / "vocab" / f"{key}.parquet",
             )
         codes = samples.pop("_split").to_numpy()
+        # Rows go to disk in a seeded random order: sources and negatives arrive in blocks
+        # (all positives, then all negatives; one user after another), and a reader that
+        # streams part files must not meet a part of one label.
+        order = np.random.default_rng(opts.seed + 2).permutation(len(samples))
+        samples, codes = samples.iloc[order], codes[order]
         for code, name in enumerate(SPLITS):
             part = samples[codes == code].reset_index(drop=True)
             meta.splits[name] = SplitInfo(

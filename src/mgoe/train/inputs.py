@@ -8,9 +8,10 @@ Python and no ``Dataset.__getitem__``.
 Training rows get *balanced* leave-one-out features (a row without an edge of its own loses a
 random edge of its user and of its item, drawn from a generator seeded by (seed, part, batch)).
 
-Samples stream by Parquet part file: an epoch visits the split's parts in a seeded order and
-shuffles rows within each part, so memory holds one part at a time (parts are cached when the
-split is small). With a single part (all real datasets here) this is a full shuffle.
+A split of at most ``CACHE_ROWS`` rows is cached in memory and shuffled globally every epoch.
+A larger one streams by Parquet part file: an epoch visits the parts in a seeded order and
+shuffles rows within each, so memory holds one part at a time (``prepare`` writes rows in a
+random order, so every part is a random sample of the split).
 
 Unknown ids (prediction on users or items never seen) map to one extra embedding row per side
 (``num_users`` / ``num_items``) and to the cold macro node with empty macro features.
@@ -105,10 +106,13 @@ class BatchSource:
         return part
 
     def _parts(self, split: str) -> list[dict[str, np.ndarray]] | None:
+        """The split in memory as ONE part (so a cached split is shuffled globally), or None
+        when it is too large to cache and must stream part by part."""
         if split in self._cache:
             return self._cache[split]
         if self.num_rows(split) <= CACHE_ROWS:
-            self._cache[split] = [self._read_part(p) for p in self.ds.split_files(split)]
+            parts = [self._read_part(p) for p in self.ds.split_files(split)]
+            self._cache[split] = [{k: np.concatenate([p[k] for p in parts]) for k in parts[0]}]
             return self._cache[split]
         return None
 
@@ -120,11 +124,12 @@ class BatchSource:
         Training-split rows get leave-one-out macro features (their own edge removed).
         """
         files = self.ds.split_files(split)
-        rows = self._part_rows(split)
-        rng = np.random.default_rng(seed)
-        order = rng.permutation(len(files)) if shuffle else np.arange(len(files))
-        part_seeds = rng.integers(0, 2**63 - 1, size=len(files))
         cached = self._parts(split)
+        rows = [len(cached[0]["user"])] if cached is not None else self._part_rows(split)
+        n_parts = len(rows)
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(n_parts) if shuffle else np.arange(n_parts)
+        part_seeds = rng.integers(0, 2**63 - 1, size=n_parts)
         loo = split == "train"
         skipped = 0
         for p in order:

@@ -19,7 +19,10 @@ Then, per artifact:
   + httpx client sending ``--requests`` ``POST /score`` requests (1 user x 100 items) at each
   concurrency level, capped at ``--time-cap`` seconds per level; latency per request from the
   client's side, throughput = completed / wall time. The client shares the machine's cores
-  with the server. Also ``POST /events`` (one event, fsynced) at concurrency 1;
+  with the server; the server's CPU time per request comes from ``/proc``. Also ``POST /events``
+  (one event, fsynced) at concurrency 1. uvicorn uses httptools and uvloop when importable
+  (``uvicorn[standard]``; not a dependency of mgoe): ``PYTHONPATH=DIR`` with both installed in
+  DIR, plus ``--http-only``, measures that configuration;
 * once (largest artifact): the two ways to keep a first-order table, dense float32 versus
   CSR + overrides: memory, gather of 100 rows, one update.
 
@@ -275,7 +278,7 @@ def feature_store(art: Path) -> dict:
         for node in p.tolist():
             rows.add(node, [3, 70], [1.0, 1.0])
     out["csr_gather_with_overrides_us"] = timed(rows.gather)
-    out["override_rows"] = len(rows.overrides)
+    out["override_rows"] = rows.num_overrides
     a = time.perf_counter()
     for node in range(1000):
         rows.add(node + 7, [3, 70], [1.0, 1.0])
@@ -300,33 +303,41 @@ def main() -> None:
     ap.add_argument("--time-cap", type=float, default=60.0, help="seconds per level at most")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--output", default="bench_serve.json")
+    ap.add_argument("--http-only", action="store_true", help="only the HTTP levels (no in-process, no feature store)")
     args = ap.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    import importlib.util
+
+    fast = {m: importlib.util.find_spec(m) is not None for m in ("httptools", "uvloop")}
     report = {"machine": {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()},
+              "uvicorn_extras": fast,
               "date": time.strftime("%Y-%m-%d"), "args": vars(args), "sizes": []}
     for rows in args.rows:
         engine = "duckdb" if rows >= 100_000_000 else args.engine
         art, info = prepare(rows, work, args.clusters, engine)
-        info["in_process"] = in_process(art, args.requests, args.time_cap)
-        print(json.dumps(info["in_process"]), flush=True)
+        if not args.http_only:
+            info["in_process"] = in_process(art, args.requests, args.time_cap)
+            print(json.dumps(info["in_process"]), flush=True)
         info["http"] = over_http(art, work, args.requests, args.time_cap, args.concurrency)
         print(json.dumps(info["http"]), flush=True)
         report["sizes"].append(info)
         Path(args.output).write_text(json.dumps(report, indent=2))
-    report["feature_store"] = feature_store(art)
-    Path(args.output).write_text(json.dumps(report, indent=2))
+    if not args.http_only:
+        report["feature_store"] = feature_store(art)
+        Path(args.output).write_text(json.dumps(report, indent=2))
 
     print("\n| rows | users | items | edges | K | where | conc. | p50 ms | p95 ms | p99 ms | req/s |")
     print("|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     for s in report["sizes"]:
         head = f"| {s['rows']:,} | {s['users']:,} | {s['items']:,} | {s['history_edges']:,} | {s['num_user_macro'] - 1} |"
-        ip = s["in_process"]["score"]
-        print(f"{head} in process | 1 | {ip['p50_ms']:.2f} | {ip['p95_ms']:.2f} | {ip['p99_ms']:.2f} | {1e3 / ip['mean_ms']:.0f} |")
+        if "in_process" in s:
+            ip = s["in_process"]["score"]
+            print(f"{head} in process | 1 | {ip['p50_ms']:.2f} | {ip['p95_ms']:.2f} | {ip['p99_ms']:.2f} | {1e3 / ip['mean_ms']:.0f} |")
         for lv in s["http"]["levels"]:
             print(f"{head} HTTP | {lv['concurrency']} | {lv['p50_ms']:.2f} | {lv['p95_ms']:.2f} | {lv['p99_ms']:.2f} | {lv['req_per_s']:.0f} |")
-    print(json.dumps(report["feature_store"], indent=2))
+    print(json.dumps(report.get("feature_store"), indent=2))
 
 
 if __name__ == "__main__":

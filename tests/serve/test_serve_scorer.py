@@ -137,7 +137,7 @@ def test_compaction_keeps_the_values(world):
         batch.append(("brand-new", "also-new", {"like": 1}))
         plain.apply_events(batch)
         compacting.apply_events(batch)
-        assert not compacting.macro.rows["user_first"].overrides
+        assert compacting.macro.rows["user_first"].num_overrides == 0
     for user in ("u1", "u2", "brand-new", *[f"u{u}" for u in rng.integers(0, 500, 10)]):
         np.testing.assert_allclose(compacting.first_order(user_id=user), plain.first_order(user_id=user), atol=1e-5)
     np.testing.assert_allclose(compacting.first_order(item_id="also-new"), plain.first_order(item_id="also-new"), atol=1e-6)

@@ -2,13 +2,14 @@
 
 Feature rows (:class:`FeatureRows`)
     One feature kind of every graph, ``[nodes, G · K]`` (column ``g · K + k``), as the graph
-    build wrote it: an immutable float32 CSR matrix (the batch state) plus a dict of *overrides*
-    ``node -> float64 [G · K]`` dense rows for the nodes that online events changed (and for
-    nodes that exist only online). A gather reads the CSR rows with a few vectorised numpy
-    operations and then replaces the overridden rows; an update materialises the node's row
-    once (O(nnz of the row) ≤ O(G · K)) and adds to it in place, so an event costs O(K) and
-    never rebuilds a table. :meth:`FeatureRows.compact` folds the overrides back into a new CSR
-    (O(nnz), done when the overrides grow past a size limit; see ``ScorerConfig``).
+    build wrote it: an immutable float32 CSR matrix (the batch state) plus *overrides*: dense
+    float64 ``[G · K]`` rows, in a growable store indexed by a per-node slot table, for the
+    nodes that online events changed (and for nodes that exist only online). A gather reads
+    the CSR rows and then the overridden ones with a few vectorised numpy operations; an update
+    materialises the node's row once (O(nnz of the row) ≤ O(G · K)) and adds to it in place,
+    so an event costs O(K) and never rebuilds a table. :meth:`FeatureRows.compact` folds the
+    overrides back into a new CSR (O(nnz), done when the overrides grow past a size limit; see
+    ``ScorerConfig``).
 
     Why not dense arrays: a dense first-order table is ``nodes · G · K · 4`` bytes (2M users,
     G = 4, K = 257: 8 GB), while gathering 100 CSR rows costs tens of microseconds (see
@@ -37,25 +38,36 @@ class FeatureRows:
         if not (sp.issparse(matrix) and matrix.format == "csr" and matrix.dtype == np.float32):
             matrix = sp.csr_matrix(matrix, dtype=np.float32)
         matrix.sort_indices()
+        self.graphs = graphs
+        self.k = k
+        self.width = graphs * k
+        self._set_base(matrix)
+
+    def _set_base(self, matrix: sp.csr_matrix) -> None:
         self.indptr = matrix.indptr.astype(np.int64, copy=False)
         self.indices = matrix.indices.astype(np.int32, copy=False)  # G · K columns: int32 halves the memory
         self.data = matrix.data
         self.num_base = matrix.shape[0]
-        self.graphs = graphs
-        self.k = k
-        self.width = graphs * k
-        self.overrides: dict[int, np.ndarray] = {}
-        self._flag = np.zeros(self.num_base, dtype=bool)
-        """``_flag[node]``: the node has an override (nodes past the end: ask the dict)."""
+        # Overrides: slot[node] = row of `store` holding the node's current values, or -1.
+        self._slot = np.full(self.num_base, -1, dtype=np.int64)
+        self._store = np.zeros((0, self.width), dtype=np.float64)
+        self.num_overrides = 0
 
     @property
     def nbytes(self) -> int:
-        """Memory of the base table and the overrides."""
-        return self.indptr.nbytes + self.indices.nbytes + self.data.nbytes + self.override_bytes
+        """Memory of the base table and the override store."""
+        return (self.indptr.nbytes + self.indices.nbytes + self.data.nbytes
+                + self._slot.nbytes + self._store.nbytes)
 
     @property
     def override_bytes(self) -> int:
-        return len(self.overrides) * self.width * 8
+        return self.num_overrides * self.width * 8
+
+    def _slots(self, nodes: np.ndarray) -> np.ndarray:
+        slots = np.full(len(nodes), -1, dtype=np.int64)
+        inside = (nodes >= 0) & (nodes < self._slot.size)
+        slots[inside] = self._slot[nodes[inside]]
+        return slots
 
     def gather(self, nodes: np.ndarray) -> np.ndarray:
         """``float32 [B, G, K]`` rows of ``nodes``; nodes outside the table give zeros."""
@@ -70,22 +82,17 @@ class FeatureRows:
             offsets = np.cumsum(lengths) - lengths
             pos = np.arange(total) - np.repeat(offsets - starts, lengths)
             out[np.repeat(np.arange(len(nodes)), lengths), self.indices[pos]] = self.data[pos]
-        if self.overrides:
-            flagged = np.zeros(len(nodes), dtype=bool)
-            inside = (nodes >= 0) & (nodes < self._flag.size)
-            flagged[inside] = self._flag[nodes[inside]]
-            for b in np.flatnonzero(flagged | ~inside).tolist():
-                row = self.overrides.get(int(nodes[b]))
-                if row is not None:
-                    out[b] = row
+        if self.num_overrides:
+            slots = self._slots(nodes)
+            hit = slots >= 0
+            if hit.any():
+                out[hit] = self._store[slots[hit]]
         return out.reshape(len(nodes), self.graphs, self.k)
 
     def row(self, node: int) -> np.ndarray:
         """The node's current row ``float64 [G · K]`` (a copy)."""
-        row = self.overrides.get(node)
-        if row is not None:
-            return row.copy()
-        return self._base_row(node)
+        slot = self._slots(np.array([node]))[0]
+        return self._store[slot].copy() if slot >= 0 else self._base_row(node)
 
     def _base_row(self, node: int) -> np.ndarray:
         row = np.zeros(self.width, dtype=np.float64)
@@ -95,40 +102,44 @@ class FeatureRows:
         return row
 
     def add(self, node: int, columns: list[int], values: list[float]) -> None:
-        """``row[node, columns] += values`` (O(G · K) the first time a node changes, then O(1))."""
-        row = self.overrides.get(node)
-        if row is None:
-            row = self._base_row(node)
-            self.overrides[node] = row
-            if 0 <= node < self._flag.size:
-                self._flag[node] = True
-        for c, v in zip(columns, values, strict=True):
-            row[c] += v
+        """``row[node, columns] += values`` (O(G · K) the first time a node changes, then O(1);
+        the override store and slot table grow by doubling, amortised O(1))."""
+        if node < 0:
+            raise ValueError(f"negative node {node}")
+        if node >= self._slot.size:
+            grown = np.full(max(node + 1, 2 * self._slot.size, 16), -1, dtype=np.int64)
+            grown[: self._slot.size] = self._slot
+            self._slot = grown
+        slot = int(self._slot[node])
+        if slot < 0:
+            if self.num_overrides == len(self._store):
+                grown = np.zeros((max(16, 2 * len(self._store)), self.width), dtype=np.float64)
+                grown[: self.num_overrides] = self._store[: self.num_overrides]
+                self._store = grown
+            slot = self.num_overrides
+            self._store[slot] = self._base_row(node)
+            self._slot[node] = slot
+            self.num_overrides += 1
+        self._store[slot, columns] += values  # columns are distinct
 
     def compact(self) -> None:
-        """Fold the overrides into a new CSR base (O(nnz)); the overrides are emptied."""
-        if not self.overrides:
+        """Fold the overrides into a new CSR base (O(nnz)); the override store is emptied."""
+        if not self.num_overrides:
             return
-        nodes = np.fromiter(self.overrides, dtype=np.int64, count=len(self.overrides))
+        nodes = np.flatnonzero(self._slot >= 0)
+        dense = self._store[self._slot[nodes]]
         n = max(self.num_base, int(nodes.max()) + 1)
-        lengths = np.diff(self.indptr)
-        entry_rows = np.repeat(np.arange(self.num_base), lengths)
+        entry_rows = np.repeat(np.arange(self.num_base), np.diff(self.indptr))
         replaced = np.zeros(n, dtype=bool)
         replaced[nodes] = True
         keep = ~replaced[entry_rows]
-        dense = np.stack([self.overrides[int(v)] for v in nodes])
         r, c = np.nonzero(dense)
         rows = np.concatenate([entry_rows[keep], nodes[r]])
         cols = np.concatenate([self.indices[keep], c])
         vals = np.concatenate([self.data[keep].astype(np.float64), dense[r, c]]).astype(np.float32)
         matrix = sp.csr_matrix((vals, (rows, cols)), shape=(n, self.width), dtype=np.float32)
         matrix.sort_indices()
-        self.indptr = matrix.indptr.astype(np.int64)
-        self.indices = matrix.indices.astype(np.int32)
-        self.data = matrix.data
-        self.num_base = n
-        self.overrides = {}
-        self._flag = np.zeros(n, dtype=bool)
+        self._set_base(matrix)
 
 
 class PairMasks:

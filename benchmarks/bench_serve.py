@@ -23,6 +23,8 @@ Then, per artifact:
   (one event, fsynced) at concurrency 1. uvicorn uses httptools and uvloop when importable
   (``uvicorn[standard]``; not a dependency of mgoe): ``PYTHONPATH=DIR`` with both installed in
   DIR, plus ``--http-only``, measures that configuration;
+* all sizes in one process, requests alternating between them (the machine's load then hits
+  every size alike): wall and CPU time, preparation vs forward;
 * once (largest artifact): the two ways to keep a first-order table, dense float32 versus
   CSR + overrides: memory, gather of 100 rows, one update.
 
@@ -161,6 +163,34 @@ def in_process(art: Path, requests: int, time_cap: float) -> dict:
     return {"load_s": load_s, "rss_mib": int(rss) / 1024, "threads": torch.get_num_threads(),
             "score": _percentiles(total), "score_cpu": _percentiles(cpu),
             "prepare": _percentiles(prep), "forward": _percentiles(fwd), "loadavg": os.getloadavg()}
+
+
+def interleaved(arts: dict[int, Path], requests: int) -> dict:
+    """All artifacts' scorers in one process, requests alternating between them, so that the
+    machine's (shared) load hits every size alike; wall and thread-CPU time, split into
+    preparation (ids, feature gather, batch) and the model forward."""
+    from mgoe.serve.scorer import Scorer
+
+    scorers = {rows: Scorer.load(art) for rows, art in arts.items()}
+    works = {rows: _workload(art, requests, seed=2) for rows, art in arts.items()}
+    stats: dict[int, dict[str, list[float]]] = {r: {"wall": [], "cpu": [], "prep_cpu": [], "fwd_cpu": []} for r in arts}
+    for k in range(-50, requests):
+        for rows, scorer in scorers.items():
+            user, items = works[rows][max(k, 0)]
+            a, ca = time.perf_counter(), time.thread_time()
+            idx = scorer.items.lookup(items)
+            users = np.full(len(idx), scorer.users.lookup([user])[0], dtype=np.int64)
+            batch = scorer._batch(users, idx, one_user=True)
+            cb = time.thread_time()
+            scorer._forward(batch)
+            b, cc = time.perf_counter(), time.thread_time()
+            if k >= 0:
+                st = stats[rows]
+                st["wall"].append((b - a) * 1e3)
+                st["cpu"].append((cc - ca) * 1e3)
+                st["prep_cpu"].append((cb - ca) * 1e3)
+                st["fwd_cpu"].append((cc - cb) * 1e3)
+    return {str(rows): {name: _percentiles(v) for name, v in st.items()} for rows, st in stats.items()}
 
 
 def _free_port() -> int:
@@ -314,9 +344,11 @@ def main() -> None:
     report = {"machine": {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()},
               "uvicorn_extras": fast,
               "date": time.strftime("%Y-%m-%d"), "args": vars(args), "sizes": []}
+    arts: dict[int, Path] = {}
     for rows in args.rows:
         engine = "duckdb" if rows >= 100_000_000 else args.engine
         art, info = prepare(rows, work, args.clusters, engine)
+        arts[rows] = art
         if not args.http_only:
             info["in_process"] = in_process(art, args.requests, args.time_cap)
             print(json.dumps(info["in_process"]), flush=True)
@@ -325,6 +357,8 @@ def main() -> None:
         report["sizes"].append(info)
         Path(args.output).write_text(json.dumps(report, indent=2))
     if not args.http_only:
+        report["interleaved"] = interleaved(arts, args.requests)
+        print(json.dumps(report["interleaved"]), flush=True)
         report["feature_store"] = feature_store(art)
         Path(args.output).write_text(json.dumps(report, indent=2))
 

@@ -158,7 +158,7 @@ def test_leave_one_out_brute(seed):
     n_users, n_items, _ = labels.shape
     users, items = np.meshgrid(np.arange(n_users), np.arange(n_items), indexing="ij")
     users, items = users.ravel(), items.ravel()
-    got = table.lookup(users, items, leave_one_out=True, rng=np.random.default_rng(seed), return_removed=True)
+    got = table.lookup(users, items, leave_one_out=True, draws=np.random.default_rng(seed).random((len(users), 2)), return_removed=True)
     assert (got["removed_user_edge_item"] >= 0).sum() > (labels.any(axis=2)).sum()  # non-edges lose one too
     for b, (u, i) in enumerate(zip(users, items, strict=True)):
         removed = without_lost_edges(labels, u, i, got, b)
@@ -188,7 +188,7 @@ def test_balanced_leave_one_out_removes_one_unit_of_mass():
     table = _table(labels, cu, ci, ku, ki)
     u, i = np.meshgrid(np.arange(12), np.arange(10), indexing="ij")
     u, i = u.ravel(), i.ravel()
-    loo = table.lookup(u, i, True, rng=np.random.default_rng(0))
+    loo = table.lookup(u, i, True, draws=np.random.default_rng(0).random((len(u), 2)))
     full = table.lookup(u, i, False)
     for g in (1, 2):  # task graphs
         task = labels[:, :, g - 1]
@@ -250,7 +250,7 @@ def test_built_graph_brute(tmp_path, engine):
     ku, ki = manifest["num_user_macro"], manifest["num_item_macro"]
     users = train["user"].to_numpy()
     items = train["item"].to_numpy()
-    got = table.lookup(users, items, leave_one_out=True, rng=np.random.default_rng(1), return_removed=True)
+    got = table.lookup(users, items, leave_one_out=True, draws=np.random.default_rng(1).random((len(users), 2)), return_removed=True)
     for b in range(0, len(users), 7):
         u, i = users[b], items[b]
         removed = without_lost_edges(labels, u, i, got, b)

@@ -114,9 +114,10 @@ class HistoryEdges:
             self._adj = (user_ptr, item_ptr, np.argsort(items, kind="stable"))
         return self._adj
 
-    def random_edges(self, nodes: np.ndarray, side: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One uniformly drawn history edge of every node: ``(other end [n], weights [n, G])``;
-        other end −1 and zero weights for nodes without history."""
+    def random_edges(self, nodes: np.ndarray, side: str, uniforms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One history edge of every node, picked by ``uniforms [n]`` in [0, 1) (uniform over
+        the node's edges): ``(other end [n], weights [n, G])``; other end −1 and zero weights
+        for nodes without history."""
         user_ptr, item_ptr, item_order = self._adjacency()
         ptr = user_ptr if side == "user" else item_ptr
         nodes = np.asarray(nodes, dtype=np.int64)
@@ -125,7 +126,7 @@ class HistoryEdges:
         degree = np.zeros(len(nodes), dtype=np.int64)
         start[known] = ptr[nodes[known]]
         degree[known] = ptr[nodes[known] + 1] - start[known]
-        pick = start + np.floor(rng.random(len(nodes)) * degree).astype(np.int64)
+        pick = start + np.minimum(np.floor(uniforms * degree).astype(np.int64), np.maximum(degree - 1, 0))
         has = degree > 0
         edge = pick[has] if side == "user" else item_order[pick[has]]
         other = np.full(len(nodes), -1, dtype=np.int64)
@@ -217,7 +218,7 @@ class MacroFeatureTable:
         users: np.ndarray,
         items: np.ndarray,
         leave_one_out: np.ndarray | bool = False,
-        rng: np.random.Generator | None = None,
+        draws: np.ndarray | None = None,
         return_removed: bool = False,
     ) -> dict[str, np.ndarray]:
         """Dense features of a batch, leave-one-out applied where ``leave_one_out`` is True.
@@ -225,8 +226,10 @@ class MacroFeatureTable:
         Returns ``user_first [B, G, KI]``, ``user_second [B, G, KU]``, ``item_first [B, G, KU]``,
         ``item_second [B, G, KI]`` (float32) and ``user_macro``, ``item_macro`` (int64 [B]).
         With leave-one-out, a sample whose pair is a history edge loses that edge; with
-        ``balanced`` a sample without one loses a random edge of its user and one of its item
-        (drawn with ``rng``). ``return_removed`` adds ``removed_user_edge_item`` and
+        ``balanced`` a sample without one loses a random edge of its user and one of its item,
+        picked by the sample's ``draws [B, 2]`` (uniforms in [0, 1); the caller derives them from
+        the row, so any batching or sharding of the same rows gives the same features; default:
+        a fixed generator). ``return_removed`` adds ``removed_user_edge_item`` and
         ``removed_item_edge_user`` ([B], −1 where nothing was removed), for tests.
         """
         users = np.asarray(users, dtype=np.int64)
@@ -250,10 +253,12 @@ class MacroFeatureTable:
             item_other = np.where(own, users[rows], -1)  # user end of the item's lost edge
             item_w = own_w.copy()
             if self.balanced and (~own).any():
-                rng = rng if rng is not None else np.random.default_rng(0)
+                if draws is None:
+                    draws = np.random.default_rng(0).random((len(users), 2))
                 free = ~own
-                user_other[free], user_w[free] = self.edges.random_edges(users[rows[free]], "user", rng)
-                item_other[free], item_w[free] = self.edges.random_edges(items[rows[free]], "item", rng)
+                picks = np.asarray(draws)[rows[free]]
+                user_other[free], user_w[free] = self.edges.random_edges(users[rows[free]], "user", picks[:, 0])
+                item_other[free], item_w[free] = self.edges.random_edges(items[rows[free]], "item", picks[:, 1])
             cu, ci = user_macro[rows], item_macro[rows]
             # Full first-order vectors of the lost edges' far ends, before any correction.
             u_has = user_other >= 0

@@ -6,7 +6,8 @@ leave-one-out applied in the same vectorised step for training rows. There is no
 Python and no ``Dataset.__getitem__``.
 
 Training rows get *balanced* leave-one-out features (a row without an edge of its own loses a
-random edge of its user and of its item, drawn from a generator seeded by (seed, part, batch)).
+random edge of its user and of its item, picked by two uniforms of that row, seeded by
+(seed, part)).
 
 A split of at most ``CACHE_ROWS`` rows is cached in memory and shuffled globally every epoch.
 A larger one streams by Parquet part file: an epoch visits the parts in a seeded order and
@@ -139,16 +140,21 @@ class BatchSource:
                 continue
             part = cached[p] if cached is not None else self._read_part(files[p])
             idx = np.random.default_rng(part_seeds[p]).permutation(rows[p]) if shuffle else np.arange(rows[p])
+            # Balanced leave-one-out picks each row's random edges from two uniforms of that
+            # row (seeded by seed and part): the same row gets the same features whatever the
+            # batching, sharding (DDP micro-batches) or resume point.
+            row_draws = (
+                np.random.default_rng([seed, int(p)]).random((rows[p], 2), dtype=np.float32)
+                if loo and self.table is not None and self.table.balanced else None
+            )
             for b in range(n_batches):
                 if skipped < start:
                     skipped += 1
                     continue
                 sel = idx[b * batch_size : (b + 1) * batch_size]
-                # Balanced leave-one-out draws its random edges from a generator of this
-                # batch alone, so a resumed epoch (start > 0) sees the same features.
-                rng = np.random.default_rng([seed, int(p), b]) if loo else None
                 yield self._assemble(
-                    part["user"][sel], part["item"][sel], part["context"][sel], part["labels"][sel], loo, rng
+                    part["user"][sel], part["item"][sel], part["context"][sel], part["labels"][sel], loo,
+                    None if row_draws is None else row_draws[sel],
                 )
 
     # ------------------------------------------------------------------ prediction
@@ -172,7 +178,7 @@ class BatchSource:
     # ------------------------------------------------------------------ assembly
 
     def _assemble(
-        self, users, items, context, labels, leave_one_out: bool, rng: np.random.Generator | None = None
+        self, users, items, context, labels, leave_one_out: bool, draws: np.ndarray | None = None
     ) -> dict[str, torch.Tensor]:
         batch: dict[str, torch.Tensor] = {
             "user": torch.from_numpy(users),
@@ -184,7 +190,7 @@ class BatchSource:
         if labels is not None:
             batch["labels"] = torch.from_numpy(np.ascontiguousarray(labels))
         if self.table is not None:
-            feats = self.table.lookup(users, items, leave_one_out=leave_one_out, rng=rng)
+            feats = self.table.lookup(users, items, leave_one_out=leave_one_out, draws=draws)
             for key, value in feats.items():
                 batch[key] = torch.from_numpy(value)
         else:

@@ -126,10 +126,16 @@ def test_repeated_events_are_idempotent_and_zero_labels_never_clear(world):
     np.testing.assert_allclose(after[1], brute["item_first"][i], atol=1e-5)
 
 
-def test_compaction_keeps_the_values(world):
-    """Overrides folded into the CSR (here after every batch) give the same vectors and scores."""
+@pytest.mark.parametrize("dense_above", [0.0, 2.0])
+def test_storage_and_compaction_keep_the_values(world, dense_above):
+    """Dense or CSR tables, with overrides folded into the base after every batch, give the
+    same vectors and scores as the default layout with its overrides."""
     plain = Scorer.load(world.artifacts["mgoe"])
-    compacting = Scorer.load(world.artifacts["mgoe"], ScorerConfig(compact_override_mb=1e-9))
+    compacting = Scorer.load(world.artifacts["mgoe"], ScorerConfig(compact_override_mb=1e-9, dense_above=dense_above))
+    assert {r.storage for r in compacting.macro.rows.values()} == {"dense" if dense_above == 0 else "csr"}
+    items = [f"i{v}" for v in range(60)]
+    for task, values in plain.score("u3", items).items():
+        np.testing.assert_array_equal(compacting.score("u3", items)[task], values)
     rng = np.random.default_rng(0)
     for _ in range(3):
         batch = [(f"u{u}", f"i{i}", {"click": 1, "follow": int(f)})

@@ -24,7 +24,8 @@ Endpoints (request bodies are validated by pydantic; the schema is at ``/openapi
     ``{"artifact": "PATH"?}`` (default: the current artifact's path) — loads and verifies the
     new artifact in a worker thread, replays the event log onto it, then swaps the scorer
     reference under the events lock; requests already running finish on the old scorer, none
-    is dropped. ``SIGHUP`` does the same for the current path. A bad artifact is refused with
+    is dropped (the process holds both scorers until the old one's last request ends, so
+    leave memory for two). ``SIGHUP`` does the same for the current path. A bad artifact is refused with
     a 4xx message and the old one keeps serving. This endpoint has no authentication: bind
     the service to loopback or put it behind a proxy that guards ``/admin``.
 

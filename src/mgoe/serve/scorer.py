@@ -47,12 +47,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-import scipy.sparse as sp
 import torch
 
 from mgoe.errors import MgoeError
 from mgoe.serve.artifact import Artifact, open_artifact
-from mgoe.serve.state import FeatureRows, IdMap, PairMasks
+from mgoe.serve.state import FeatureRows, IdMap, PairMasks, load_feature_rows
 
 NEW_ID_POLICIES = ("track", "ignore")
 
@@ -75,12 +74,19 @@ class ScorerConfig:
     (an O(nnz) rebuild, amortised over the events that filled them); 0: never."""
     verify: bool = True
     """Check every artifact file's SHA-256 on load (sizes are always checked)."""
+    dense_above: float = 0.5
+    """Keep a feature table dense (float32 ``[nodes, G · K]``) when at least this share of its
+    entries is non-zero — smaller than CSR's 8 bytes per entry from 0.5 on, and faster to
+    gather; CSR below. Second-order tables are usually dense, first-order ones sparse. Values
+    are the same either way."""
 
     def validate(self) -> None:
         if self.num_threads is not None and self.num_threads < 1:
             raise MgoeError(f"num_threads must be at least 1 (or None), got {self.num_threads}")
         if self.new_ids not in NEW_ID_POLICIES:
             raise MgoeError(f"new_ids must be one of {', '.join(NEW_ID_POLICIES)}, got {self.new_ids!r}")
+        if self.dense_above < 0:
+            raise MgoeError(f"dense_above must be >= 0 (0: always dense, above 1: never), got {self.dense_above}")
         if self.compact_override_mb < 0:
             raise MgoeError(f"compact_override_mb must be >= 0, got {self.compact_override_mb}")
 
@@ -140,31 +146,10 @@ def _side_codes(table: pd.DataFrame, columns: list[str], n: int) -> np.ndarray:
     return out
 
 
-def _read_stacked(path: Path, n_nodes: int, n_graphs: int, k: int) -> sp.csr_matrix:
-    """A feature kind's long Parquet file as ``[nodes, G · K]`` float32 CSR.
-
-    The graph build writes the rows in node order, so the CSR is assembled directly (indptr
-    from node counts), without scipy's COO conversion and its int64 copies — about half the
-    peak memory on large graphs. Other orders take the COO path. Same values either way.
-    """
-    t = pq.read_table(path)
-    node = t["node"].to_numpy()
-    col = t["graph"].to_numpy().astype(np.int32) * np.int32(k) + t["macro"].to_numpy().astype(np.int32)
-    data = t["weight"].to_numpy().astype(np.float32, copy=False)
-    del t
-    shape = (n_nodes, n_graphs * k)
-    if node.size == 0 or bool(np.all(node[1:] >= node[:-1])):
-        # int32 indptr when it fits, so scipy keeps the int32 column indices as they are
-        indptr = np.zeros(n_nodes + 1, dtype=np.int32 if node.size < 2**31 - 1 else np.int64)
-        np.cumsum(np.bincount(node, minlength=n_nodes), out=indptr[1:])
-        return sp.csr_matrix((data, col, indptr), shape=shape)
-    return sp.csr_matrix((data, (node, col)), shape=shape, dtype=np.float32)
-
-
 class MacroState:
     """Macro assignments, feature rows and pair masks of an artifact's graph (mutable online)."""
 
-    def __init__(self, artifact: Artifact) -> None:
+    def __init__(self, artifact: Artifact, dense_above: float = 0.5) -> None:
         from mgoe.graph.merge import score_table
 
         info = artifact.manifest["graph"]
@@ -184,7 +169,7 @@ class MacroState:
             "item_second": (self.num_items, self.ki),
         }
         self.rows: dict[str, FeatureRows] = {
-            kind: FeatureRows(_read_stacked(artifact.path(f"graph/features/{kind}.parquet"), n, g, k), g, k)
+            kind: load_feature_rows(artifact.path(f"graph/features/{kind}.parquet"), n, g, k, dense_above)
             for kind, (n, k) in sizes.items()
         }
         self.user_macro = pq.read_table(artifact.path("graph/user_macro.parquet"), columns=["macro"])["macro"].to_numpy().astype(np.int64)
@@ -274,7 +259,9 @@ class Scorer:
         self.users = IdMap(users["user_id"].to_numpy())
         self.items = IdMap(items["item_id"].to_numpy())
         del users, items
-        self.macro: MacroState | None = MacroState(artifact) if artifact.has_graph else None
+        self.macro: MacroState | None = (
+            MacroState(artifact, self.config.dense_above) if artifact.has_graph else None
+        )
         self._lock = threading.Lock()
         self.stats = EventStats()
 

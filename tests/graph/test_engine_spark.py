@@ -67,12 +67,16 @@ def _run_engine(engine_cls, ds, config, cu, ci, ku, ki, out):
     return positives, n_edges, strengths, products, features
 
 
-def test_engines_identical_given_assignments(tmp_path):
+def test_engines_identical_given_assignments(tmp_path, monkeypatch):
     """Given the same macro assignments, spark writes the same edges, strengths, SVD products and
-    features as the memory and duckdb engines."""
+    features as the memory and duckdb engines. Tiny Arrow batches and merge threshold make the
+    product tasks merge partial rows across many batches."""
+    import mgoe.graph.engine_spark as engine_spark
+
+    monkeypatch.setattr(engine_spark, "COMPACT_ROWS", 3)
     data = _tiny_dataset(tmp_path, seed=3, n_users=40, n_items=25)
     ds = Dataset.open(data)
-    config = GraphConfig()
+    config = GraphConfig(spark_conf={"spark.sql.execution.arrow.maxRecordsPerBatch": "7"})
     rng = np.random.default_rng(0)
     ku, ki = 5, 4
     cu = rng.integers(0, ku - 1, ds.meta.num_users).astype(np.int32)

@@ -57,7 +57,8 @@ Sessions and configuration. One SparkSession per process (``getOrCreate``; Spark
 seconds), log level WARN. ``GraphConfig.spark_master`` (default ``local[2]``) and
 ``GraphConfig.spark_conf`` (any ``spark.*`` setting, e.g. ``spark.driver.memory``; for
 ``local[n]`` the defaults are ``spark.sql.shuffle.partitions = 2n`` and no UI) are applied when
-the session is created. Under ``spark-submit`` the submitted master and settings win. Two engine
+the session is created; ``spark.sql.*`` settings are also applied to a running session at every
+build. Under ``spark-submit`` the submitted master and settings win. Two engine
 settings ride in ``spark_conf`` as well (or, from ``spark-submit``, as ``--conf spark.mgoe.workdir=…``
 and ``--conf spark.mgoe.data_uri=…``); see docs/scaling.md:
 
@@ -94,6 +95,13 @@ TOLERANCE = 1e-6
 """Entries of the feature tables below this magnitude are dropped (as in the other engines)."""
 OUTPUT_BATCH_ROWS = 65536
 """Rows per Arrow batch emitted by the product tasks."""
+COMPACT_ROWS = 262144
+"""A product task merges its pending partial rows when they exceed this plus twice the rows
+already merged (bounded memory per task)."""
+ARROW_BATCH_ROWS = "131072"
+"""Edges per Arrow batch handed to the product tasks (Spark's default, 10,000, makes the
+per-batch Python overhead dominate), unless ``spark.sql.execution.arrow.maxRecordsPerBatch``
+is configured."""
 FEATURE_SCHEMA = pa.schema([("graph", pa.int16()), ("node", pa.int32()), ("macro", pa.int32()),
                             ("weight", pa.float32())])
 EDGE_SCHEMA = pa.schema([(USER_COL, pa.int32()), (ITEM_COL, pa.int32()), ("mask", pa.int32()),
@@ -212,7 +220,7 @@ class _Scratch:
             with self.fs.open_input_file(path) as fh:
                 yield from pq.ParquetFile(fh).iter_batches(columns=columns)
 
-    def read(self, name: str) -> pa.Table:
+    def read(self, name: str) -> pa.Table | None:
         batches = list(self.batches(name))
         if not batches:
             return None
@@ -259,6 +267,12 @@ class SparkEngine:
         self.spark = spark_session(getattr(config, "spark_master", "local[2]") or "local[2]", conf)
         self.scratch = _Scratch(self._setting(conf, "workdir") or os.environ.get("MGOE_TMPDIR", "/tmp"))
         self.data_uri = self._setting(conf, "data_uri")
+        # SQL settings are per session at run time: apply them to this build even when the
+        # session was already running (other settings only take effect at its creation).
+        runtime = {"spark.sql.execution.arrow.maxRecordsPerBatch": ARROW_BATCH_ROWS}
+        runtime.update({k: str(v) for k, v in conf.items() if k.startswith("spark.sql.")})
+        for key, value in runtime.items():
+            self.spark.conf.set(key, value)
         self._broadcasts: list = []
         self._products = 0
         self.edges = None
@@ -394,6 +408,7 @@ class SparkEngine:
         names = ["node", *(f"c{k}" for k in range(width))]
         schema = "node int, " + ", ".join(f"c{k} double" for k in range(width))
         batch_rows = OUTPUT_BATCH_ROWS
+        compact_rows = COMPACT_ROWS
 
         def partial_products(batches):
             # Runs on the executors: numpy / scipy / pyarrow only (no mgoe import needed there).
@@ -403,7 +418,21 @@ class SparkEngine:
 
             dense = factor.value
             d_user, d_item = degrees.value
-            nodes, values = [], []
+
+            def merge(nodes, values):
+                """Sorted distinct nodes and their summed partial rows."""
+                node = np.concatenate(nodes)
+                value = np.concatenate(values)
+                present, local = np.unique(node, return_inverse=True)
+                if present.size < node.size:
+                    adder = sp.csr_matrix((np.ones(node.size), (local, np.arange(node.size))),
+                                          shape=(present.size, node.size))
+                    return present, adder @ value
+                return present, value[np.argsort(node, kind="stable")]
+
+            # Partial rows per batch, merged whenever they outgrow twice the merged part, so a
+            # task holds O(distinct nodes of its partition) rows, whatever its batch count.
+            nodes, values, merged_rows, pending = [], [], 0, 0
             for batch in batches:
                 if batch.num_rows == 0:
                     continue
@@ -415,19 +444,13 @@ class SparkEngine:
                 block = sp.csr_matrix((w, (local, cols)), shape=(present.size, dense.shape[0]))
                 nodes.append(present)
                 values.append(block @ dense)
+                pending += present.size
+                if pending > 2 * merged_rows + compact_rows:
+                    node, value = merge(nodes, values)
+                    nodes, values, merged_rows, pending = [node], [value], node.size, 0
             if not nodes:
                 return
-            node = np.concatenate(nodes)
-            value = np.concatenate(values)
-            if len(nodes) > 1:  # a node seen in several batches: add its partial rows up
-                present, local = np.unique(node, return_inverse=True)
-                if present.size < node.size:
-                    adder = sp.csr_matrix((np.ones(node.size), (local, np.arange(node.size))),
-                                          shape=(present.size, node.size))
-                    value = adder @ value
-                else:
-                    value = value[np.argsort(node, kind="stable")]
-                node = present
+            node, value = merge(nodes, values) if len(nodes) > 1 else (nodes[0], values[0])
             for s in range(0, node.size, batch_rows):
                 e = s + batch_rows
                 yield pa.RecordBatch.from_arrays(

@@ -26,18 +26,20 @@ Steps (the DuckDB engine's SQL, as DataFrame jobs):
 
 SVD products. The randomised SVD (:func:`mgoe.graph.grouping.randomized_svd`) runs on the
 driver and needs ``Ŝ X`` with ``X`` dense ``[items, l]`` (``l`` = rank + oversampling, 42 by
-default), and ``Ŝᵀ Y`` with ``Y [users, l]``, about 14 times per build. Each product is one
-``mapInArrow`` job: ``X`` and the degree vectors are broadcast (numpy, pickled once per
-product), every task multiplies its Arrow batches of edges with scipy.sparse (one CSR product
-per batch, rows compacted to the nodes present) and emits one partial row ``(node, c0..c{l-1})``
-per node it saw. Partial rows go to scratch Parquet and the driver adds them into the
-``[nodes, l]`` result while streaming them (a node split over two partitions is simply added
-twice). The edges are stored twice — range-partitioned by user (step 1) and hash-partitioned by
-item (written at the first ``Ŝᵀ Y``) — so each product emits about one partial row per node.
+default), and ``Ŝᵀ Y`` with ``Y [users, l]``: 12 products per build with the default 4 power
+iterations (10 in the SVD, 2 for the coordinates). Each product is one ``mapInArrow`` job. The
+factor is broadcast (numpy, pickled once per product; the degree vectors once per build). Every
+task multiplies its Arrow batches of edges with scipy.sparse: one CSR product per batch, rows
+compacted to the nodes present, partial rows merged as they accumulate. It emits one partial row
+``(node, c0..c{l-1})`` per node it saw. Partial rows go to scratch Parquet, and the driver adds
+them into the ``[nodes, l]`` result while streaming them (a node split over two partitions is
+simply added twice). The edges are stored twice — range-partitioned by user (step 1) and
+hash-partitioned by item (written at the first ``Ŝᵀ Y``) — so each product emits about one
+partial row per node.
 
 Why this and not the UDF-free alternative (join ``X`` as a DataFrame of ``l`` columns, then
 ``groupBy(node)`` with ``l`` SUMs): that shuffles ``E`` joined rows of ``l`` doubles per product,
-about ``E · l · 8`` bytes (3.4 GB for 10^7 edges), 14 times; the broadcast ships ``nodes · l · 8``
+about ``E · l · 8`` bytes (3.4 GB for 10^7 edges), 12 times; the broadcast ships ``nodes · l · 8``
 bytes (7 MB for 20,000 items) and the edges never move. How it scales: executor and driver
 memory both hold one ``[nodes, l]`` float64 block (the driver's randomised SVD keeps ``U`` and
 ``V`` of that size in any engine), i.e. about 340 MB per 10^6 nodes on the broadcast side; the

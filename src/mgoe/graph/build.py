@@ -47,16 +47,12 @@ from mgoe.graph.features import (
     graph_features,
     stack_graphs,
 )
-from mgoe.graph.grouping import assign_clusters, normalise_rows, randomized_svd
+from mgoe.graph.grouping import assign_clusters, inverse_sqrt_degree, normalise_rows, randomized_svd
 from mgoe.graph.merge import label_masks, score_table
 from mgoe.io import atomic_directory, is_complete, write_json_atomic
 
 log = logging.getLogger(__name__)
 GRAPH_FORMAT_VERSION = 1
-
-
-def _inv_sqrt(strength: np.ndarray) -> np.ndarray:
-    return np.where(strength > 0, 1.0 / np.sqrt(np.maximum(strength, 1e-300)), 0.0)
 
 
 def default_clusters(n_nodes: int) -> int:
@@ -202,8 +198,8 @@ class MemoryEngine:
         )
 
     def spectral_operators(self, user_strength: np.ndarray, item_strength: np.ndarray):
-        du = np.where(user_strength > 0, 1.0 / np.sqrt(np.maximum(user_strength, 1e-300)), 0.0)
-        di = np.where(item_strength > 0, 1.0 / np.sqrt(np.maximum(item_strength, 1e-300)), 0.0)
+        du = inverse_sqrt_degree(user_strength)
+        di = inverse_sqrt_degree(item_strength)
         normalised = sp.diags(du) @ self.merged @ sp.diags(di)
         normalised_t = normalised.T.tocsr()
         return (lambda x: normalised @ x), (lambda y: normalised_t @ y)
@@ -335,8 +331,8 @@ def build_graph(
             )
             # Row projections (see grouping): y_u = Σ_j s_uj d_j^{-1/2} V_j, x_i likewise.
             # The "basis" rows d^{-1/2} V_i / d^{-1/2} U_u are what one edge contributes.
-            user_basis = (_inv_sqrt(user_strength)[:, None] * u).astype(np.float32)
-            item_basis = (_inv_sqrt(item_strength)[:, None] * vt.T).astype(np.float32)
+            user_basis = (inverse_sqrt_degree(user_strength)[:, None] * u).astype(np.float32)
+            item_basis = (inverse_sqrt_degree(item_strength)[:, None] * vt.T).astype(np.float32)
             user_coords = (np.sqrt(user_strength)[:, None] * matmat(vt.T)).astype(np.float32)
             item_coords = (np.sqrt(item_strength)[:, None] * rmatmat(u)).astype(np.float32)
             user_emb = normalise_rows(user_coords)

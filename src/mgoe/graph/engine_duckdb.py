@@ -25,6 +25,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from mgoe.data.schema import ITEM_COL, USER_COL, Dataset
+from mgoe.graph.grouping import inverse_sqrt_degree
 from mgoe.graph.merge import score_table
 
 TOLERANCE = 1e-6
@@ -108,8 +109,8 @@ class DuckDBEngine:
         return out
 
     def spectral_operators(self, user_strength: np.ndarray, item_strength: np.ndarray):
-        du = np.where(user_strength > 0, 1.0 / np.sqrt(np.maximum(user_strength, 1e-300)), 0.0)
-        di = np.where(item_strength > 0, 1.0 / np.sqrt(np.maximum(item_strength, 1e-300)), 0.0)
+        du = inverse_sqrt_degree(user_strength)
+        di = inverse_sqrt_degree(item_strength)
         return (
             lambda x: self._stream_products(x, False, du, di),
             lambda y: self._stream_products(y, True, du, di),

@@ -89,6 +89,7 @@ import pyarrow.parquet as pq
 
 from mgoe.data.schema import ITEM_COL, USER_COL, Dataset
 from mgoe.errors import MgoeError
+from mgoe.graph.grouping import inverse_sqrt_degree
 from mgoe.graph.merge import score_table
 
 log = logging.getLogger(__name__)
@@ -379,8 +380,8 @@ class SparkEngine:
     # -- step 3: SVD products -----------------------------------------------------------------
 
     def spectral_operators(self, user_strength: np.ndarray, item_strength: np.ndarray):
-        du = np.where(user_strength > 0, 1.0 / np.sqrt(np.maximum(user_strength, 1e-300)), 0.0)
-        di = np.where(item_strength > 0, 1.0 / np.sqrt(np.maximum(item_strength, 1e-300)), 0.0)
+        du = inverse_sqrt_degree(user_strength)
+        di = inverse_sqrt_degree(item_strength)
         degrees = self.spark.sparkContext.broadcast((du, di))
         self._broadcasts.append(degrees)
         return (

@@ -65,6 +65,11 @@ def randomized_svd(
     return u[:, :rank], s[:rank], vt[:rank]
 
 
+def inverse_sqrt_degree(strength: np.ndarray) -> np.ndarray:
+    """``d^{-1/2}`` of node strengths, 0 for nodes without history (the SVD's normalisation)."""
+    return np.where(strength > 0, 1.0 / np.sqrt(np.maximum(strength, 1e-300)), 0.0)
+
+
 def normalise_rows(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(norms > 0, norms, 1.0)

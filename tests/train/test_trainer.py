@@ -314,3 +314,44 @@ def test_safetensors_files_are_pickle_free(source, tmp_path, monkeypatch):
 
     model, _ = load_model(run, source=source)
     assert not model.training
+
+
+# ----------------------------------------------------------------------------- steps per epoch
+
+
+def test_max_batches_per_epoch_trains_the_first_batches_of_each_shuffle(source, tmp_path):
+    """A capped epoch is the head of the uncapped epoch's shuffle: the steps seen, their
+    samples and - for a one-epoch run - the weights equal an uncapped run stopped there."""
+    seen = []
+    capped = train(source, tmp_path / "capped", small_config(epochs=2, max_batches_per_epoch=3),
+                   progress=False, on_batch_end=lambda e, b, loss: seen.append((e, b, loss)))
+    assert [(e, b) for e, b, _ in seen] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    assert capped["epochs_run"] == 2
+    for entry in capped["history"]:
+        assert entry["train_samples"] == 3 * 128  # batch_size 128
+
+    full = []
+
+    def stop_after_three(epoch, batch, loss):
+        full.append(loss)
+        if batch == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(source, tmp_path / "full", small_config(epochs=1), progress=False,
+              on_batch_end=stop_after_three)
+    assert full == [loss for e, _, loss in seen if e == 0]
+
+
+def test_max_batches_per_epoch_resumes_exactly(source, tmp_path):
+    config = small_config(epochs=2, max_batches_per_epoch=4, checkpoint_every_batches=2)
+    reference = train(source, tmp_path / "ref", config, progress=False)
+    with pytest.raises(Killed):
+        train(source, tmp_path / "run", config, progress=False, on_batch_end=kill_at(1, 3))
+    resumed = train(source, tmp_path / "run", config, resume=True, progress=False)
+    assert strip_times(resumed) == strip_times(reference)
+
+
+def test_max_batches_per_epoch_must_be_positive():
+    with pytest.raises(MgoeError, match="max_batches_per_epoch must be at least 1"):
+        small_config(max_batches_per_epoch=0).validate()

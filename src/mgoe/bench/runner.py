@@ -398,7 +398,7 @@ def write_bench_config(output: Path, base: Any, variants: Sequence[Variant],
     record = {
         "search_space": SEARCH_SPACE,
         "train": train,
-        "budget": {k: train[k] for k in ("epochs", "batch_size", "lr", "patience",
+        "budget": {k: train[k] for k in ("epochs", "max_batches_per_epoch", "batch_size", "lr", "patience",
                                          "early_stopping_metric", "min_delta", "l2_embedding",
                                          "model_config")},
         "seeds": sorted(set((old or {}).get("seeds", [])) | set(seeds)),

@@ -50,6 +50,10 @@ class TrainConfig:
     eval_batch_size: int | None = field(default=None, metadata=_doc(
         "samples per batch when evaluating or predicting; None: 4 x batch_size"))
     epochs: int = field(default=10, metadata=_doc("maximum number of passes over the training split"))
+    max_batches_per_epoch: int | None = field(default=None, metadata=_doc(
+        "cap on optimiser steps per epoch: an epoch trains the first N batches of its own "
+        "shuffle, so successive epochs see different rows (a fixed budget of samples per run); "
+        "None: the whole training split"))
     lr: float = field(default=1e-3, metadata=_doc("Adam learning rate"))
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata=_doc(
         "Adam's (beta1, beta2)"))
@@ -104,6 +108,8 @@ class TrainConfig:
         for name in ("batch_size", "epochs"):
             if getattr(self, name) < 1:
                 raise bad(name, "at least 1")
+        if self.max_batches_per_epoch is not None and self.max_batches_per_epoch < 1:
+            raise bad("max_batches_per_epoch", "at least 1 (or null)")
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
             raise bad("eval_batch_size", "at least 1 (or null)")
         if not self.lr > 0:

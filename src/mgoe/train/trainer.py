@@ -419,6 +419,8 @@ def _fit(model: nn.Module, optimizer: torch.optim.Optimizer, source: Source,
     tasks = source.tasks
     weights = torch.tensor(config.weights(len(tasks)), dtype=torch.float32, device=device)
     num_batches = -(-source.num_rows("train") // config.batch_size)
+    if config.max_batches_per_epoch is not None:
+        num_batches = min(num_batches, config.max_batches_per_epoch)
     eval_batch_size = config.resolved_eval_batch_size
     last_checkpoint = time.perf_counter()
 
@@ -445,6 +447,8 @@ def _fit(model: nn.Module, optimizer: torch.optim.Optimizer, source: Source,
             batches = dist.train_batches(source, config.batch_size,
                                          seed=shuffle_seed(config.seed, epoch), start=state.batch)
         for batch, share in batches:
+            if state.batch >= num_batches:  # max_batches_per_epoch: the rest of this shuffle is unused
+                break
             seed = step_seed(config.seed, epoch, state.batch)
             torch.manual_seed(seed if dist is None else dist.seed(seed))
             batch = _to_device(batch, device)

@@ -34,7 +34,8 @@ if engine == "naive":
     edges = timings.pop("edges")
 else:
     from mgoe.graph.build import GraphConfig, build_graph
-    m = build_graph(data, out, GraphConfig(user_clusters=ku, item_clusters=ki), engine=engine, force=True)
+    config = GraphConfig(user_clusters=ku, item_clusters=ki, duckdb_memory_limit=sys.argv[7])
+    m = build_graph(data, out, config, engine=engine, force=True)
     timings, edges = m["timings"], m["history_edges"]
 wall = time.perf_counter() - t0
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
@@ -101,6 +102,10 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/mgoe-bench-graph")
     ap.add_argument("--clusters", type=int, default=256, help="user and item macro nodes")
     ap.add_argument("--timeout", type=int, default=3600)
+    ap.add_argument("--users", type=int, help="fixed number of users (default rows/50)")
+    ap.add_argument("--items", type=int, help="fixed number of items (default rows/500)")
+    ap.add_argument("--memory-limit", default="4GB", help="DuckDB memory_limit")
+    ap.add_argument("--generate-only", action="store_true", help="only generate the datasets")
     args = ap.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -108,14 +113,20 @@ def main() -> None:
     print("| rows | engine | history edges | wall s | edges/s (history) | rows/s (log) | peak RSS MiB | steps |")
     print("|---:|---|---:|---:|---:|---:|---:|---|")
     for rows in [int(r) for r in args.rows.split(",")]:
-        data = work / f"synth-{rows}"
+        users, items = args.users or rows // 50, args.items or rows // 500
+        shape = "" if (args.users, args.items) == (None, None) else f"-u{users}-i{items}"
+        data = work / f"synth-{rows}{shape}"
         if not (data / "_COMPLETE").exists():
             from mgoe.data.synth import SynthConfig, generate
 
-            generate(SynthConfig(users=rows // 50, items=rows // 500, interactions=rows, communities=32), data)
+            generate(SynthConfig(users=users, items=items, interactions=rows, communities=32), data,
+                     progress=True)
+        if args.generate_only:
+            continue
         for engine in args.engines.split(","):
-            cmd = [sys.executable, "-c", CHILD, engine, str(data), str(work / f"graph-{rows}-{engine}"),
-                   str(args.clusters), str(args.clusters), str(Path(__file__).resolve().parent)]
+            cmd = [sys.executable, "-c", CHILD, engine, str(data), str(work / f"graph-{rows}{shape}-{engine}"),
+                   str(args.clusters), str(args.clusters), str(Path(__file__).resolve().parent),
+                   args.memory_limit]
             try:
                 out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, check=True)
             except subprocess.CalledProcessError as exc:

@@ -13,6 +13,7 @@ from mgoe.bench import ABLATIONS, run_bench
 from mgoe.bench.runner import (
     DatasetSpec,
     base_config,
+    graph_config,
     graph_dir,
     parse_dataset,
     resolve_variants,
@@ -153,6 +154,9 @@ def test_ablation_variants(bench):
     by_name = {v.name: v for v in variants}
     assert graph_dir(bench, "d", by_name["mgoe-unweighted-grouping"]) == bench / "graphs" / "d-unweighted"
     assert graph_dir(bench, "d", by_name["mgoe-no-loo-assignment"]) == bench / "graphs" / "d-no-loo"
+    assert graph_config(by_name["mgoe-no-balanced-loo"]).balanced_leave_one_out is False
+    assert graph_config(by_name["mgoe-no-loo-assignment"]).loo_assignment is False
+    assert graph_config(by_name["mgoe"]).balanced_leave_one_out is True
     graphs = _build_graphs(DatasetSpec(DATASET, "synth", SPEC), bench / "data" / DATASET,
                            [by_name["mgoe-unweighted-grouping"]], bench, lambda _: None, False)
     assert list(graphs) == ["unweighted"]

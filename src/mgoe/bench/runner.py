@@ -65,6 +65,7 @@ DEFAULT_INPUTS: dict[str, str] = {
 GRAPH_VARIANTS: dict[str, dict[str, Any]] = {
     "unweighted": {"weighted": False},
     "no-loo": {"loo_assignment": False},
+    "no-balanced-loo": {"balanced_leave_one_out": False},
 }
 """Graph variant suffix -> :class:`~mgoe.graph.build.GraphConfig` overrides (ablations)."""
 
@@ -119,6 +120,8 @@ ABLATIONS: dict[str, Variant] = {
                 "graph with unweighted grouping (k-means without preference weights)"),
         Variant("mgoe-no-loo-assignment", "mgoe", {}, "no-loo",
                 "graph without leave-one-out macro assignment of training samples"),
+        Variant("mgoe-no-balanced-loo", "mgoe", {}, "no-balanced-loo",
+                "leave-one-out on positives only (negatives keep all their edges)"),
     )
 }
 """The MGOE ablations (``--ablations``), each a named variant."""

@@ -212,3 +212,14 @@ def test_failed_run_does_not_stop_the_bench(bench, tmp_path, capsys):
                  str(out), "--config", str(path), "--epochs", "1", "--shared-data", str(bench),
                  "--quiet"]) == 1
     assert "failed: task_weights has 2 values" in capsys.readouterr().err
+
+
+def test_budget_line_states_the_step_cap():
+    from mgoe.bench.report import _budget_lines
+
+    train = {"epochs": 4, "batch_size": 1024, "lr": 1e-3, "l2_embedding": 1e-6,
+             "early_stopping_metric": "auc", "patience": 2, "min_delta": 0.0, "model_config": {}}
+    plain = _budget_lines({"train": train})[2]
+    assert "at most 4 epochs, batch 1024" in plain and "batches" not in plain
+    capped = _budget_lines({"train": {**train, "max_batches_per_epoch": 500}})[2]
+    assert "at most 4 epochs of at most 500 batches" in capped

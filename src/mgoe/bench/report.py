@@ -152,7 +152,10 @@ def _budget_lines(config: dict[str, Any]) -> list[str]:
     lines = [
         f"Search space: {config.get('search_space')}.",
         "",
-        f"Budget, the same for every model: at most {t['epochs']} epochs, batch {t['batch_size']}, "
+        f"Budget, the same for every model: at most {t['epochs']} epochs"
+        + (f" of at most {t['max_batches_per_epoch']} batches (each epoch: the head of its own "
+           "shuffle)" if t.get("max_batches_per_epoch") else "")
+        + f", batch {t['batch_size']}, "
         f"Adam lr {t['lr']}, L2 on embeddings {t['l2_embedding']}, early stopping on valid "
         f"{t['early_stopping_metric']} (patience {t['patience']}, min_delta {t['min_delta']}); "
         + (f"shared model settings {json.dumps(shared)}; " if shared else "")

@@ -35,7 +35,7 @@ if engine == "naive":
 else:
     from mgoe.graph.build import GraphConfig, build_graph
     config = GraphConfig(user_clusters=ku, item_clusters=ki, duckdb_memory_limit=sys.argv[7])
-    m = build_graph(data, out, config, engine=engine, force=True)
+    m = build_graph(data, out, config, engine=engine, force=True, progress=True)  # steps on stderr
     timings, edges = m["timings"], m["history_edges"]
 wall = time.perf_counter() - t0
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
@@ -127,10 +127,14 @@ def main() -> None:
             cmd = [sys.executable, "-c", CHILD, engine, str(data), str(work / f"graph-{rows}{shape}-{engine}"),
                    str(args.clusters), str(args.clusters), str(Path(__file__).resolve().parent),
                    args.memory_limit]
+            err_path = work / f"graph-{rows}{shape}-{engine}.stderr"  # the build's progress, live
             try:
-                out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, check=True)
-            except subprocess.CalledProcessError as exc:
-                print(f"| {rows:,} | {engine} | failed: {exc.stderr.strip().splitlines()[-1]} |||||")
+                with open(err_path, "w") as err:
+                    out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
+                                         timeout=args.timeout, check=True)
+            except subprocess.CalledProcessError:
+                last = (err_path.read_text().strip().splitlines() or ["?"])[-1]
+                print(f"| {rows:,} | {engine} | failed: {last} |||||")
                 continue
             except subprocess.TimeoutExpired:
                 print(f"| {rows:,} | {engine} | timed out after {args.timeout} s |||||")

@@ -260,15 +260,17 @@ def test_built_graph_brute(tmp_path, engine):
                 np.testing.assert_allclose(got[kind][b, g], want[kind][node], atol=1e-4, err_msg=kind)
 
 
-def test_engines_identical_given_assignments(tmp_path):
-    """Given the same macro assignments, the duckdb and memory engines write the same features."""
+@pytest.mark.parametrize("chunk_rows", [4_000_000, 7], ids=["one-chunk", "7-edge-chunks"])
+def test_engines_identical_given_assignments(tmp_path, chunk_rows):
+    """Given the same macro assignments, the duckdb and memory engines write the same features
+    (the duckdb engine streams the edges; with 7-edge chunks users straddle chunk borders)."""
     from mgoe.data.schema import Dataset
     from mgoe.graph.build import MemoryEngine, _read_stacked
     from mgoe.graph.engine_duckdb import DuckDBEngine
 
     data = _tiny_dataset(tmp_path, seed=3, n_users=40, n_items=25)
     ds = Dataset.open(data)
-    config = GraphConfig()
+    config = GraphConfig(chunk_rows=chunk_rows)
     rng = np.random.default_rng(0)
     ku, ki = 5, 4
     cu = rng.integers(0, ku - 1, ds.meta.num_users).astype(np.int32)

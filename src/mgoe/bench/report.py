@@ -249,6 +249,15 @@ def _figure(width: float, height: float) -> Any:
     return fig
 
 
+def _style(k: int, model: str) -> dict[str, Any]:
+    """Distinct colour per model (20 before they repeat); ablations of MGOE drawn hollow."""
+    from matplotlib import colormaps
+
+    colour = colormaps["tab20"](k % 20)
+    hollow = model.startswith(REFERENCE_MODEL + "-")
+    return {"color": colour, "markerfacecolor": "none" if hollow else colour}
+
+
 def plot_test_auc(summary: pd.DataFrame, dataset: str, models: list[str], tasks: list[str],
                   path: Path) -> None:
     """Per-task test AUC per model with error bars (std over seeds)."""
@@ -264,7 +273,7 @@ def plot_test_auc(summary: pd.DataFrame, dataset: str, models: list[str], tasks:
                 xs.append(j - 0.4 + width * (k + 0.5))
                 ys.append(rows.loc[task].auc_mean)
                 es.append(0.0 if math.isnan(rows.loc[task].auc_std) else rows.loc[task].auc_std)
-        ax.errorbar(xs, ys, yerr=es, fmt="o", capsize=3, label=model)
+        ax.errorbar(xs, ys, yerr=es, fmt="o", capsize=3, label=model, **_style(k, model))
     ax.set_xticks(range(len(tasks)))
     ax.set_xticklabels(tasks)
     ax.set_ylabel("test AUC (mean ± std over seeds)")
@@ -280,7 +289,7 @@ def plot_valid_curves(curves: dict[tuple[str, str], list[list[float | None]]], d
     """Valid mean AUC per epoch per model (mean over the seeds that ran that epoch)."""
     fig = _figure(6.5, 4.0)
     ax = fig.add_subplot(1, 1, 1)
-    for model in models:
+    for k, model in enumerate(models):
         runs = curves.get((dataset, model), [])
         length = max((len(r) for r in runs), default=0)
         xs, ys = [], []
@@ -290,7 +299,7 @@ def plot_valid_curves(curves: dict[tuple[str, str], list[list[float | None]]], d
                 xs.append(epoch + 1)
                 ys.append(float(np.mean(values)))
         if xs:
-            ax.plot(xs, ys, marker="o", label=model)
+            ax.plot(xs, ys, marker="o", label=model, **_style(k, model))
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -223,3 +223,23 @@ def test_budget_line_states_the_step_cap():
     assert "at most 4 epochs, batch 1024" in plain and "batches" not in plain
     capped = _budget_lines({"train": {**train, "max_batches_per_epoch": 500}})[2]
     assert "at most 4 epochs of at most 500 batches" in capped
+
+
+def test_a_run_locked_by_another_process_is_skipped(tmp_path):
+    """Bench processes sharing an output: a run whose lock is held elsewhere is not trained."""
+    import fcntl
+
+    out = tmp_path / "b"
+    locks = out / "locks"
+    locks.mkdir(parents=True)
+    with open(locks / f"{DATASET}--mmoe--seed0.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as another process would hold it
+        result = run_bench([SPEC], ["mmoe"], [0, 1], out, epochs=1, config=dict(CONFIG),
+                           progress=False)
+    assert result.attrs["busy"] == [str(out / "runs" / DATASET / "mmoe" / "seed0")]
+    assert result.attrs["trained"] == [str(out / "runs" / DATASET / "mmoe" / "seed1")]
+    assert not (out / "runs" / DATASET / "mmoe" / "seed0").exists()
+    assert sorted(set(result.seed)) == [1]
+    again = run_bench([SPEC], ["mmoe"], [0, 1], out, epochs=1, config=dict(CONFIG), progress=False)
+    assert again.attrs["trained"] == [str(out / "runs" / DATASET / "mmoe" / "seed0")]
+    assert again.attrs["busy"] == [] and sorted(set(again.seed)) == [0, 1]

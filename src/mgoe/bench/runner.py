@@ -11,9 +11,12 @@ Layout of a bench directory ``BENCHDIR``::
                                             plus bench.json (wall seconds, resumed or not)
                                             or bench_error.txt (why the run failed)
     BENCHDIR/results.csv, results.md, plots/*.png   the report (mgoe.bench.report)
+    BENCHDIR/locks/                         advisory flock files (one per run and per dataset)
 
 A run whose ``metrics.json`` exists is skipped, so a killed bench restarts where it stopped; a
-run directory left without ``metrics.json`` is resumed from its last checkpoint.
+run directory left without ``metrics.json`` is resumed from its last checkpoint. Several bench
+processes may share one ``BENCHDIR`` (e.g. one per core): a run another process is training is
+skipped (its lock is held), and a dataset is prepared by one process while the others wait.
 
 Datasets are given as specs (:func:`parse_dataset`):
 
@@ -31,11 +34,13 @@ are named variants, so an ablation is a run like any other.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -494,11 +499,13 @@ def run_bench(
     skipped: list[str] = []
     unavailable: list[str] = []
     failed: list[str] = []
+    busy: list[str] = []
     total = len(specs) * len(variants) * len(seeds)
     count = 0
     for ds in specs:
-        data = prepare(ds, data_home, log, progress)
-        graphs = _build_graphs(ds, data, variants, data_home, log, progress)
+        with _lock(data_home / "locks" / f"prepare-{ds.name}.lock", wait=True):  # one preparer
+            data = prepare(ds, data_home, log, progress)
+            graphs = _build_graphs(ds, data, variants, data_home, log, progress)
         for seed in seeds:
             for v in variants:
                 count += 1
@@ -512,23 +519,24 @@ def run_bench(
                     unavailable.append(str(target))
                     log(f"{label}: skipped, {ds.name} has no user-item graph for {v.model}")
                     continue
-                resume = RunDir(target).holds_run()
-                log(f"{label}: {'resuming' if resume else 'training'} -> {target}")
-                started = time.perf_counter()
-                error_file = target / "bench_error.txt"
-                try:
-                    metrics = api.train(
-                        data, graphs.get(v.graph_variant) if v.needs_graph else None,
-                        output=target, config=run_config(base, v, seed), resume=resume,
-                        progress=progress)
-                except MgoeError as exc:  # one failed run must not stop the others
-                    target.mkdir(parents=True, exist_ok=True)
-                    error_file.write_text(f"{exc}\n")
+                run_lock = output / "locks" / f"{ds.name}--{v.name}--seed{seed}.lock"
+                with _lock(run_lock, wait=False) as owned:
+                    if not owned:
+                        busy.append(str(target))
+                        log(f"{label}: skipped, another bench process is training it")
+                        continue
+                    if (target / "metrics.json").is_file():  # finished while we waited
+                        skipped.append(str(target))
+                        continue
+                    resuming = RunDir(target).holds_run()
+                    log(f"{label}: {'resuming' if resuming else 'training'} -> {target}")
+                    outcome = _train_one(api, data, graphs, v, base, seed, target, progress)
+                if isinstance(outcome, MgoeError):  # one failed run must not stop the others
+                    exc = outcome
                     failed.append(str(target))
                     log(f"{label}: FAILED: {exc}")
                     continue
-                error_file.unlink(missing_ok=True)
-                wall = time.perf_counter() - started
+                metrics, wall, resume = outcome
                 write_json_atomic(target / "bench.json", {
                     "dataset": ds.name, "model": v.name, "base_model": v.model, "seed": seed,
                     "data_dir": str(data),
@@ -544,8 +552,48 @@ def run_bench(
     results.attrs["skipped"] = skipped
     results.attrs["unavailable"] = unavailable
     results.attrs["failed"] = failed
+    results.attrs["busy"] = busy
     log(f"report: {output / 'results.md'} ({len(trained)} runs trained, {len(skipped)} skipped)")
     return results
+
+
+def _train_one(api: Any, data: Path, graphs: dict[str | None, Path], v: Variant, base: Any,
+               seed: int, target: Path, progress: bool) -> Any:
+    """Train (or resume) one run: ``(metrics, wall seconds, resumed)``, or the MgoeError it
+    raised (also written to the run's ``bench_error.txt``)."""
+    from mgoe.train.rundir import RunDir
+
+    resume = RunDir(target).holds_run()
+    started = time.perf_counter()
+    error_file = target / "bench_error.txt"
+    try:
+        metrics = api.train(data, graphs.get(v.graph_variant) if v.needs_graph else None,
+                            output=target, config=run_config(base, v, seed), resume=resume,
+                            progress=progress)
+    except MgoeError as exc:
+        target.mkdir(parents=True, exist_ok=True)
+        error_file.write_text(f"{exc}\n")
+        return exc
+    error_file.unlink(missing_ok=True)
+    return metrics, time.perf_counter() - started, resume
+
+
+@contextlib.contextmanager
+def _lock(path: Path, wait: bool) -> Iterator[bool]:
+    """An advisory ``flock`` on ``path`` (created), so that bench processes sharing an output
+    never train the same run or prepare the same dataset at once. Yields whether it is held
+    (always True with ``wait``). The kernel drops it when the process dies: no stale locks."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _build_graphs(ds: DatasetSpec, data: Path, variants: Sequence[Variant], data_home: Path,

@@ -528,15 +528,15 @@ def run_bench(
                     if (target / "metrics.json").is_file():  # finished while we waited
                         skipped.append(str(target))
                         continue
-                    resuming = RunDir(target).holds_run()
-                    log(f"{label}: {'resuming' if resuming else 'training'} -> {target}")
-                    outcome = _train_one(api, data, graphs, v, base, seed, target, progress)
+                    resume = RunDir(target).holds_run()
+                    log(f"{label}: {'resuming' if resume else 'training'} -> {target}")
+                    outcome = _train_one(api, data, graphs, v, base, seed, target, resume, progress)
                 if isinstance(outcome, MgoeError):  # one failed run must not stop the others
                     exc = outcome
                     failed.append(str(target))
                     log(f"{label}: FAILED: {exc}")
                     continue
-                metrics, wall, resume = outcome
+                metrics, wall = outcome
                 write_json_atomic(target / "bench.json", {
                     "dataset": ds.name, "model": v.name, "base_model": v.model, "seed": seed,
                     "data_dir": str(data),
@@ -558,12 +558,9 @@ def run_bench(
 
 
 def _train_one(api: Any, data: Path, graphs: dict[str | None, Path], v: Variant, base: Any,
-               seed: int, target: Path, progress: bool) -> Any:
-    """Train (or resume) one run: ``(metrics, wall seconds, resumed)``, or the MgoeError it
-    raised (also written to the run's ``bench_error.txt``)."""
-    from mgoe.train.rundir import RunDir
-
-    resume = RunDir(target).holds_run()
+               seed: int, target: Path, resume: bool, progress: bool) -> Any:
+    """Train (or resume) one run: ``(metrics, wall seconds)``, or the MgoeError it raised
+    (also written to the run's ``bench_error.txt``)."""
     started = time.perf_counter()
     error_file = target / "bench_error.txt"
     try:
@@ -575,7 +572,7 @@ def _train_one(api: Any, data: Path, graphs: dict[str | None, Path], v: Variant,
         error_file.write_text(f"{exc}\n")
         return exc
     error_file.unlink(missing_ok=True)
-    return metrics, time.perf_counter() - started, resume
+    return metrics, time.perf_counter() - started
 
 
 @contextlib.contextmanager

@@ -40,6 +40,7 @@ import scipy.sparse as sp
 from mgoe.data.schema import ITEM_COL, USER_COL, Dataset
 from mgoe.errors import IncompleteDirectoryError, MgoeError
 from mgoe.graph.features import (
+    FEATURE_SCHEMA,
     KINDS,
     HistoryEdges,
     LooAssignment,
@@ -248,7 +249,8 @@ def _write_long(path: Path, matrix: sp.csr_matrix, k: int) -> None:
                 "node": coo.row.astype(np.int32),
                 "macro": (coo.col % k).astype(np.int32),
                 "weight": coo.data.astype(np.float32),
-            }
+            },
+            schema=FEATURE_SCHEMA,
         ),
         path,
     )

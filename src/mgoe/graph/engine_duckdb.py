@@ -31,10 +31,9 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from mgoe.data.schema import ITEM_COL, USER_COL, Dataset
+from mgoe.graph.features import FEATURE_SCHEMA, FEATURE_TOLERANCE
 from mgoe.graph.grouping import inverse_sqrt_degree
 from mgoe.graph.merge import score_table
-
-TOLERANCE = 1e-6
 
 
 class DuckDBEngine:
@@ -101,9 +100,7 @@ class DuckDBEngine:
     def _stream_products(self, x: np.ndarray, transpose: bool, du: np.ndarray, di: np.ndarray) -> np.ndarray:
         n_users, n_items = self.ds.meta.num_users, self.ds.meta.num_items
         out = np.zeros((n_items if transpose else n_users, x.shape[1]), dtype=np.float64)
-        cursor = self.con.cursor()  # a stream of its own, so it never blocks the main connection
-        reader = _arrow_reader(cursor.sql('SELECT "user", item, merged FROM edges'), self.config.chunk_rows)
-        for batch in reader:
+        for batch in self._scan('SELECT "user", item, merged FROM edges'):
             u = batch.column(0).to_numpy()
             i = batch.column(1).to_numpy()
             w = batch.column(2).to_numpy() * du[u] * di[i]
@@ -111,7 +108,6 @@ class DuckDBEngine:
                 out += sp.csr_matrix((w, (i, u)), shape=(n_items, n_users)) @ x
             else:
                 out += sp.csr_matrix((w, (u, i)), shape=(n_users, n_items)) @ x
-        cursor.close()
         return out
 
     def spectral_operators(self, user_strength: np.ndarray, item_strength: np.ndarray):
@@ -122,24 +118,27 @@ class DuckDBEngine:
             lambda y: self._stream_products(y, True, du, di),
         )
 
+    def _scan(self, query: str):
+        """Arrow record batches of ``query`` (at most ``chunk_rows`` rows each), streamed on a
+        cursor of their own so that they never block the main connection."""
+        cursor = self.con.cursor()
+        try:
+            yield from _arrow_reader(cursor.sql(query), self.config.chunk_rows)
+        finally:
+            cursor.close()
+
     def _edge_batches(self, order_by_user: bool):
         """The edge table as ``(users, items, weights [n, G] float64)`` Arrow-sized batches."""
         order = ' ORDER BY "user"' if order_by_user else ""
-        cursor = self.con.cursor()  # a stream of its own, so it never blocks the main connection
-        reader = _arrow_reader(cursor.sql(f'SELECT "user", item, mask, merged FROM edges{order}'),
-                               self.config.chunk_rows)
-        try:
-            for batch in reader:
-                users = batch.column(0).to_numpy().astype(np.int64)
-                items = batch.column(1).to_numpy().astype(np.int64)
-                mask = batch.column(2).to_numpy()
-                weights = np.empty((len(users), self.n_graphs), dtype=np.float64)
-                weights[:, 0] = batch.column(3).to_numpy()
-                for t in range(len(self.tasks)):
-                    weights[:, 1 + t] = (mask >> t) & 1
-                yield users, items, weights
-        finally:
-            cursor.close()
+        for batch in self._scan(f'SELECT "user", item, mask, merged FROM edges{order}'):
+            users = batch.column(0).to_numpy().astype(np.int64)
+            items = batch.column(1).to_numpy().astype(np.int64)
+            mask = batch.column(2).to_numpy()
+            weights = np.empty((len(users), self.n_graphs), dtype=np.float64)
+            weights[:, 0] = batch.column(3).to_numpy()
+            for t in range(len(self.tasks)):
+                weights[:, 1 + t] = (mask >> t) & 1
+            yield users, items, weights
 
     def _user_chunks(self):
         """Edge batches ordered by user, cut so that every user's edges sit in one chunk."""
@@ -211,23 +210,21 @@ class DuckDBEngine:
 
 class _LongWriter:
     """Write ``[nodes, K]`` blocks of one feature kind as long Parquet rows
-    ``(graph, node, macro, weight)``, keeping entries with ``|weight| >= TOLERANCE``."""
-
-    SCHEMA = pa.schema([("graph", pa.int16()), ("node", pa.int32()), ("macro", pa.int32()),
-                        ("weight", pa.float32())])
+    ``(graph, node, macro, weight)`` (:data:`FEATURE_SCHEMA`), keeping entries with
+    ``|weight| >= FEATURE_TOLERANCE``."""
 
     def __init__(self, path: Path) -> None:
-        self.writer = pq.ParquetWriter(path, self.SCHEMA)
+        self.writer = pq.ParquetWriter(path, FEATURE_SCHEMA)
 
     def add(self, graph: int, nodes: np.ndarray, values: np.ndarray) -> None:
-        row, macro = np.nonzero(np.abs(values) >= TOLERANCE)
+        row, macro = np.nonzero(np.abs(values) >= FEATURE_TOLERANCE)
         if len(row):
             self.writer.write_table(pa.table({
                 "graph": np.full(len(row), graph, dtype=np.int16),
                 "node": nodes[row].astype(np.int32),
                 "macro": macro.astype(np.int32),
                 "weight": values[row, macro].astype(np.float32),
-            }, schema=self.SCHEMA))
+            }, schema=FEATURE_SCHEMA))
 
     def __enter__(self) -> _LongWriter:
         return self

@@ -89,13 +89,12 @@ import pyarrow.parquet as pq
 
 from mgoe.data.schema import ITEM_COL, USER_COL, Dataset
 from mgoe.errors import MgoeError
+from mgoe.graph.features import FEATURE_SCHEMA, FEATURE_TOLERANCE
 from mgoe.graph.grouping import inverse_sqrt_degree
 from mgoe.graph.merge import score_table
 
 log = logging.getLogger(__name__)
 
-TOLERANCE = 1e-6
-"""Entries of the feature tables below this magnitude are dropped (as in the other engines)."""
 OUTPUT_BATCH_ROWS = 65536
 """Rows per Arrow batch emitted by the product tasks."""
 COMPACT_ROWS = 262144
@@ -105,8 +104,6 @@ ARROW_BATCH_ROWS = "131072"
 """Edges per Arrow batch handed to the product tasks (Spark's default, 10,000, makes the
 per-batch Python overhead dominate), unless ``spark.sql.execution.arrow.maxRecordsPerBatch``
 is configured."""
-FEATURE_SCHEMA = pa.schema([("graph", pa.int16()), ("node", pa.int32()), ("macro", pa.int32()),
-                            ("weight", pa.float32())])
 EDGE_SCHEMA = pa.schema([(USER_COL, pa.int32()), (ITEM_COL, pa.int32()), ("mask", pa.int32()),
                          ("merged", pa.float32())])
 
@@ -529,7 +526,7 @@ class SparkEngine:
             long = (
                 tables[kind]
                 .select("node", "macro", F.expr(f"stack({self.n_graphs}, {stacked}) AS (graph, weight)"))
-                .where(F.abs(F.col("weight")) >= F.lit(TOLERANCE))
+                .where(F.abs(F.col("weight")) >= F.lit(FEATURE_TOLERANCE))
                 .select(F.col("graph").cast("short").alias("graph"), F.col("node").cast("int").alias("node"),
                         F.col("macro").cast("int").alias("macro"), F.col("weight").cast("float").alias("weight"))
             )

@@ -29,9 +29,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import scipy.sparse as sp
 
 KINDS = ("user_first", "user_second", "item_first", "item_second")
+
+FEATURE_TOLERANCE = 1e-6
+"""Feature entries below this magnitude are dropped by every engine (self-path residues)."""
+FEATURE_SCHEMA = pa.schema([("graph", pa.int16()), ("node", pa.int32()), ("macro", pa.int32()),
+                            ("weight", pa.float32())])
+"""The long Parquet layout of a feature kind file, written by every engine."""
 
 
 def onehot(assignment: np.ndarray, n_macro: int) -> sp.csr_matrix:
@@ -41,7 +48,7 @@ def onehot(assignment: np.ndarray, n_macro: int) -> sp.csr_matrix:
     )
 
 
-def _drop_tiny(m: sp.spmatrix, tol: float = 1e-6) -> sp.csr_matrix:
+def _drop_tiny(m: sp.spmatrix, tol: float = FEATURE_TOLERANCE) -> sp.csr_matrix:
     """Remove the ~1e-16 residues the self-path subtraction leaves in float arithmetic."""
     m = sp.csr_matrix(m)
     m.data[np.abs(m.data) < tol] = 0.0
